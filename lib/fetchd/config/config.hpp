@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The validated, normalized configuration: a YAML job list and the daemon's settings. No yaml-cpp type leaves
+// this component. Loading either yields a Config or every error found, each naming file, line, column and key.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fetchd/core/transfer_types.hpp"
+
+namespace fetchd::config {
+
+enum class StrategyKind { kEventLoop, kCurlMulti, kThreadPool, kProcessPool };
+std::string_view to_string(StrategyKind k);
+std::optional<StrategyKind> strategy_kind_from_string(std::string_view s);
+
+struct StrategyConfig {
+  StrategyKind kind = StrategyKind::kEventLoop;
+  int concurrency = 256;  // simultaneous transfers in total, >= 1
+  int workers = 0;        // process-pool only; 0 = number of CPUs
+};
+
+struct OutputConfig {
+  std::filesystem::path dir = "./downloads";  // absolute after loading (relative to the config file's folder)
+  core::OnExists on_exists = core::OnExists::kSkip;
+  bool fsync = true;
+};
+
+struct LogConfig {
+  std::string level = "info";  // trace|debug|info|warn|error|off
+  std::chrono::milliseconds interval{std::chrono::seconds(5)};
+};
+
+struct Job {
+  std::string url;
+  std::string dest;  // relative to output.dir, normalized ("sub/a.bin"); absolute path = output.dir / dest
+  std::optional<std::string> sha256;  // lowercase hex
+  std::optional<std::uint64_t> size;
+  core::Headers headers;  // the job's own headers (merged over defaults by effective_options)
+  // Where the job was defined, for messages: "jobs.yaml:12" or "lists/more.txt:3".
+  std::string origin;
+};
+
+struct Config {
+  std::filesystem::path source;  // the config file, absolute
+  StrategyConfig strategy;
+  OutputConfig output;
+  core::TransferOptions defaults;  // user_agent defaults to "fetchd/<version>"
+  int retries = 3;                 // retries after the first attempt, >= 0
+  LogConfig log;
+  std::vector<Job> jobs;
+
+  // defaults with the job's headers merged over (same name, case-insensitive, replaces).
+  core::TransferOptions effective_options(const Job& job) const;
+  std::filesystem::path dest_path(const Job& job) const { return output.dir / job.dest; }
+};
+
+struct ConfigError {
+  std::string file;  // path as given
+  int line = 0;      // 1-based; 0 when unknown
+  int column = 0;    // 1-based; 0 when unknown
+  std::string key;   // dotted path: "strategy.concurrency", "jobs[3].url"
+  std::string message;
+  std::string to_string() const;  // "file:line:col: key: message"
+};
+
+// Thrown by load_config with every error found, in file order.
+class ConfigErrors : public std::runtime_error {
+ public:
+  explicit ConfigErrors(std::vector<ConfigError> errors);
+  const std::vector<ConfigError>& errors() const { return errors_; }
+
+ private:
+  std::vector<ConfigError> errors_;
+};
+
+inline constexpr std::uintmax_t kMaxConfigBytes = 1 << 20;  // bigger files are refused before parsing
+
+// Loads and validates a config file. Throws ConfigErrors (never a yaml-cpp exception).
+Config load_config(const std::filesystem::path& file);
+// Same from text; `name` is used in messages and relative paths resolve against `base_dir`.
+Config load_config_text(const std::string& text, const std::string& name, const std::filesystem::path& base_dir);
+
+// The normalized config as YAML (every key, defaults filled in, durations/sizes human); loading it again yields an
+// equal Config. Header values are printed as "<redacted>" unless show_secrets.
+std::string dump_config(const Config& config, bool show_secrets = false);
+
+}  // namespace fetchd::config

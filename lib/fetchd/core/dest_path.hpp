@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// Destination names: sanitising a name taken from a URL (or later a header) into one safe path component, and
+// confining a relative destination to the output directory (no absolute paths, no "..", no symlink escapes).
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace fetchd::core {
+
+// One safe file name: never empty, ".", "..", never contains '/', '\\', NUL or control characters, at most 255
+// bytes (UTF-8 kept whole), no leading dots that would hide it. Returns "download" when nothing usable is left.
+std::string sanitize_filename(std::string_view name);
+
+// The last non-empty path segment of the URL (percent-decoded, query and fragment ignored), sanitised.
+// "http://h/a/b.bin?x=1" -> "b.bin"; "http://h/" -> "index.html".
+std::string filename_from_url(std::string_view url);
+
+// Validates a relative destination given by the user ("sub/a.bin") and returns it normalized. Errors (returned
+// as nullopt with *error set): empty, absolute, a ".." or "." component, NUL or control characters, a component
+// over 255 bytes, a trailing '/'.
+std::optional<std::string> normalize_relative_dest(std::string_view dest, std::string* error);
+
+// Checks that out_dir/rel stays inside out_dir on the real file system: every existing component of the parent
+// chain is resolved and must not leave out_dir (a symlink pointing outside is an escape). Returns the absolute
+// destination path, or nullopt with *error set.
+std::optional<std::filesystem::path> confine(const std::filesystem::path& out_dir, std::string_view rel,
+                                             std::string* error);
+
+}  // namespace fetchd::core

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The value types that flow between the scheduler and the strategies: what to fetch (TransferRequest) and what
+// happened (TransferResult). Plain data, copyable, no C library types, so they cross threads and processes.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace fetchd::core {
+
+using JobId = std::uint64_t;
+
+enum class OnExists { kSkip, kOverwrite, kFail };
+
+std::string_view to_string(OnExists v);
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// Per-transfer knobs; the config's `defaults:` merged with the job's own keys.
+struct TransferOptions {
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  std::uint64_t low_speed_limit = 1024;  // bytes/s; 0 disables the low-speed abort
+  std::chrono::milliseconds low_speed_time{std::chrono::seconds(30)};
+  int max_redirects = 10;
+  std::string user_agent;
+  Headers headers;  // values may be secrets: never log them
+};
+
+struct TransferRequest {
+  JobId id = 0;
+  std::string url;
+  std::string dest;  // absolute, already confined to the output directory
+  std::optional<std::string> sha256;  // lowercase hex
+  std::optional<std::uint64_t> expected_size;
+  OnExists on_exists = OnExists::kSkip;
+  bool fsync = true;
+  int attempt = 1;  // 1-based
+  TransferOptions options;
+};
+
+// Why a transfer did not succeed. kNone means success.
+enum class ErrorCategory {
+  kNone,
+  kResolve,
+  kConnect,
+  kTls,
+  kTimeout,
+  kPartial,        // body shorter than declared, connection dropped mid-body
+  kHttpStatus,     // non-2xx final status
+  kProtocol,       // malformed response, bad chunking, too large headers, ...
+  kRedirect,       // too many redirects, redirect to a forbidden scheme
+  kSize,           // size differs from expectation or exceeds the cap
+  kChecksum,       // sha256 mismatch of a complete body
+  kFilesystem,     // open/write/fsync/rename failed
+  kDestExists,     // on_exists=fail and the destination exists
+  kCancelled,
+  kInternal,
+};
+
+std::string_view to_string(ErrorCategory c);
+
+struct TransferResult {
+  JobId id = 0;
+  ErrorCategory category = ErrorCategory::kNone;
+  int curl_code = 0;      // CURLcode, 0 when not a curl error
+  long http_status = 0;   // last final status seen, 0 when none
+  std::string message;    // human-readable reason; never contains secrets
+  std::uint64_t bytes = 0;    // body bytes received in this attempt
+  bool skipped = false;       // success without download (on_exists=skip and dest exists)
+  bool retryable = false;     // the scheduler may try again
+  std::optional<std::chrono::seconds> retry_after;  // from a Retry-After header
+  std::string sha256;         // of the published file, lowercase hex, when known
+
+  bool ok() const { return category == ErrorCategory::kNone; }
+};
+
+}  // namespace fetchd::core

@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fetchd/curl/curl.hpp"
+
+#include <fmt/format.h>
+
+namespace fetchd::curl {
+
+Global::Global() {
+  CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (rc != CURLE_OK) throw Error(fmt::format("curl_global_init: {}", describe(rc)));
+}
+
+Global::~Global() { curl_global_cleanup(); }
+
+Easy::Easy() : h_(curl_easy_init()) {
+  if (!h_) throw Error("curl_easy_init failed");
+}
+
+void Easy::fail(const char* option, CURLcode rc) {
+  throw Error(fmt::format("curl_easy_setopt({}): {}", option, describe(rc)));
+}
+
+long Easy::response_code() const {
+  long code = 0;
+  curl_easy_getinfo(h_.get(), CURLINFO_RESPONSE_CODE, &code);
+  return code;
+}
+
+std::optional<std::string> Easy::info_string(CURLINFO what) const {
+  char* s = nullptr;
+  if (curl_easy_getinfo(h_.get(), what, &s) != CURLE_OK || s == nullptr) return std::nullopt;
+  return std::string(s);
+}
+
+double Easy::info_double(CURLINFO what) const {
+  double d = 0;
+  curl_easy_getinfo(h_.get(), what, &d);
+  return d;
+}
+
+curl_off_t Easy::info_off(CURLINFO what) const {
+  curl_off_t v = 0;
+  curl_easy_getinfo(h_.get(), what, &v);
+  return v;
+}
+
+void Slist::append(const std::string& line) {
+  curl_slist* next = curl_slist_append(l_.get(), line.c_str());
+  if (!next) throw Error("curl_slist_append: out of memory");
+  (void)l_.release();
+  l_.reset(next);
+}
+
+Multi::Multi() : h_(curl_multi_init()) {
+  if (!h_) throw Error("curl_multi_init failed");
+}
+
+void Multi::fail(const char* option, CURLMcode rc) {
+  throw Error(fmt::format("curl_multi_setopt({}): {}", option, describe(rc)));
+}
+
+std::optional<ParsedUrl> parse_url(std::string_view url, std::string* error) {
+  std::unique_ptr<CURLU, UrlDeleter> u(curl_url());
+  if (!u) {
+    if (error) *error = "out of memory";
+    return std::nullopt;
+  }
+  std::string s(url);
+  CURLUcode rc = curl_url_set(u.get(), CURLUPART_URL, s.c_str(), 0);
+  if (rc != CURLUE_OK) {
+    if (error) *error = curl_url_strerror(rc);
+    return std::nullopt;
+  }
+  ParsedUrl out;
+  auto get = [&](CURLUPart part, unsigned flags, std::string& dst) -> bool {
+    char* v = nullptr;
+    CURLUcode r = curl_url_get(u.get(), part, &v, flags);
+    if (r != CURLUE_OK) return false;
+    dst = v;
+    curl_free(v);
+    return true;
+  };
+  get(CURLUPART_SCHEME, 0, out.scheme);
+  for (auto& c : out.scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!get(CURLUPART_HOST, 0, out.host) || out.host.empty()) {
+    if (error) *error = "URL has no host";
+    return std::nullopt;
+  }
+  if (!get(CURLUPART_PATH, CURLU_URLDECODE, out.path) || out.path.empty()) out.path = "/";
+  std::string tmp;
+  out.has_userinfo = get(CURLUPART_USER, 0, tmp) || get(CURLUPART_PASSWORD, 0, tmp);
+  return out;
+}
+
+std::string redact_url(std::string_view url) {
+  std::string s(url);
+  // Strip userinfo between "://" and the first '@' that precedes the path.
+  auto scheme_end = s.find("://");
+  if (scheme_end != std::string::npos) {
+    auto auth_start = scheme_end + 3;
+    auto path_start = s.find_first_of("/?#", auth_start);
+    auto at = s.rfind('@', path_start == std::string::npos ? s.size() : path_start);
+    if (at != std::string::npos && at >= auth_start) s.erase(auth_start, at + 1 - auth_start);
+  }
+  auto q = s.find('?');
+  if (q != std::string::npos) {
+    auto frag = s.find('#', q);
+    s.replace(q, (frag == std::string::npos ? s.size() : frag) - q, "?…");
+  }
+  return s;
+}
+
+std::string describe(CURLcode rc) { return fmt::format("{} ({})", curl_easy_strerror(rc), static_cast<int>(rc)); }
+
+std::string describe(CURLMcode rc) { return fmt::format("{} ({})", curl_multi_strerror(rc), static_cast<int>(rc)); }
+
+}  // namespace fetchd::curl

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// Thin move-only owners of libcurl handles (CURL*, CURLM*, curl_slist*, CURLU*) and curl's global init. All
+// knowledge of libcurl's C quirks lives in this folder.
+// Thread: an Easy belongs to one thread at a time; a Multi to the thread that drives it.
+
+#include <curl/curl.h>
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace fetchd::curl {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// curl_global_init once, in main() before any thread starts; cleanup at destruction.
+class Global {
+ public:
+  Global();
+  ~Global();
+  Global(const Global&) = delete;
+  Global& operator=(const Global&) = delete;
+};
+
+struct EasyDeleter {
+  void operator()(CURL* e) const { curl_easy_cleanup(e); }
+};
+struct MultiDeleter {
+  void operator()(CURLM* m) const { curl_multi_cleanup(m); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+struct UrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+
+class Easy {
+ public:
+  Easy();  // throws Error when libcurl cannot allocate
+  CURL* get() const { return h_.get(); }
+
+  // Throws Error naming the option when curl refuses it (e.g. unsupported protocol list).
+  template <typename T>
+  void set(CURLoption opt, T value, const char* name) {
+    CURLcode rc = curl_easy_setopt(h_.get(), opt, value);
+    if (rc != CURLE_OK) fail(name, rc);
+  }
+
+  long response_code() const;
+  std::optional<std::string> info_string(CURLINFO what) const;
+  double info_double(CURLINFO what) const;
+  curl_off_t info_off(CURLINFO what) const;
+
+ private:
+  [[noreturn]] static void fail(const char* option, CURLcode rc);
+  std::unique_ptr<CURL, EasyDeleter> h_;
+};
+
+class Slist {
+ public:
+  Slist() = default;
+  void append(const std::string& line);  // throws Error on allocation failure
+  curl_slist* get() const { return l_.get(); }
+
+ private:
+  std::unique_ptr<curl_slist, SlistDeleter> l_;
+};
+
+class Multi {
+ public:
+  Multi();
+  CURLM* get() const { return h_.get(); }
+  template <typename T>
+  void set(CURLMoption opt, T value, const char* name) {
+    CURLMcode rc = curl_multi_setopt(h_.get(), opt, value);
+    if (rc != CURLM_OK) fail(name, rc);
+  }
+  void reset() { h_.reset(); }  // curl_multi_cleanup now (fires socket callbacks with CURL_POLL_REMOVE)
+
+ private:
+  [[noreturn]] static void fail(const char* option, CURLMcode rc);
+  std::unique_ptr<CURLM, MultiDeleter> h_;
+};
+
+// Parses an absolute URL with curl's URL API. Returns the lowercase scheme, or nullopt with a reason.
+struct ParsedUrl {
+  std::string scheme;
+  std::string host;
+  std::string path;        // decoded path, "/" when empty
+  bool has_userinfo = false;
+};
+std::optional<ParsedUrl> parse_url(std::string_view url, std::string* error);
+
+// The URL with userinfo removed and the query replaced by "?…", safe for logs.
+std::string redact_url(std::string_view url);
+
+std::string describe(CURLcode rc);   // "Couldn't connect to server (7)"
+std::string describe(CURLMcode rc);
+
+}  // namespace fetchd::curl

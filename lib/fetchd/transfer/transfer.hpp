@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// One attempt at one job, shared by all four strategies: turns a TransferRequest into a configured curl easy
+// handle whose body streams through a Sink into <dest>.part (hashed as it arrives), then classifies the outcome
+// and publishes the file atomically. The blocking steps (prepare, publish) are separate so that the event loop
+// can run them off-loop; the rest never blocks for long.
+// Thread: one thread at a time drives a Transfer; request_cancel() and bytes_received() may be called from any.
+
+#include <curl/curl.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+
+#include "fetchd/core/transfer_types.hpp"
+#include "fetchd/curl/curl.hpp"
+
+namespace fetchd::transfer {
+
+class FileSystem;  // sink.hpp: the injectable file interface (tests inject EIO/ENOSPC)
+class Sink;
+
+class Transfer {
+ public:
+  explicit Transfer(core::TransferRequest request, FileSystem* fs = nullptr);  // nullptr: the real file system
+  ~Transfer();
+  Transfer(const Transfer&) = delete;
+  Transfer& operator=(const Transfer&) = delete;  // callbacks hold `this`: never moves
+
+  const core::TransferRequest& request() const { return request_; }
+
+  // Blocking file work before the network: applies on_exists, creates parent directories, opens <dest>.part.
+  // Returns the final result when the transfer must not run (skipped, destination exists, file-system error).
+  std::optional<core::TransferResult> prepare();
+
+  // The configured easy handle (valid after a successful prepare()).
+  CURL* easy() const { return easy_.get(); }
+
+  // Any thread: the next write/progress callback aborts the transfer, reported as kCancelled.
+  void request_cancel() { cancel_.store(true, std::memory_order_relaxed); }
+
+  // Any thread: body bytes received in this attempt so far.
+  std::uint64_t bytes_received() const { return bytes_.load(std::memory_order_relaxed); }
+
+  // After curl is done with the handle: classifies rc + status + headers and verifies size and sha256.
+  // Non-blocking. The result is not final until publish() ran.
+  core::TransferResult finish(CURLcode rc);
+
+  // Blocking: on success fsyncs (unless request.fsync is false), renames .part over dest and fsyncs the
+  // directory; on failure removes the .part. Returns the final result (a publish failure turns it into kFilesystem).
+  core::TransferResult publish(core::TransferResult result);
+
+ private:
+  static std::size_t on_body(char* data, std::size_t size, std::size_t nmemb, void* self) noexcept;
+  static std::size_t on_header(char* data, std::size_t size, std::size_t nmemb, void* self) noexcept;
+  static int on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept;
+  void configure();
+
+  core::TransferRequest request_;
+  FileSystem* fs_;
+  curl::Easy easy_;
+  curl::Slist headers_;
+  std::unique_ptr<Sink> sink_;
+  std::atomic<bool> cancel_{false};
+  std::atomic<std::uint64_t> bytes_{0};
+  // Response state, reset on every status line (a redirect chain shows several responses).
+  struct Response;
+  std::unique_ptr<Response> response_;
+  std::string failure_;  // set by a callback that aborted the transfer, with its category
+  core::ErrorCategory failure_category_ = core::ErrorCategory::kNone;
+};
+
+// The whole attempt on the calling thread with curl_easy_perform: prepare, perform, finish, publish. For the
+// blocking strategies (thread-pool, process-pool with one transfer per worker).
+core::TransferResult perform_blocking(Transfer& transfer);
+
+}  // namespace fetchd::transfer
