@@ -23,17 +23,23 @@ struct StrategyConfig {
   StrategyKind kind = StrategyKind::kEventLoop;
   int concurrency = 256;  // simultaneous transfers in total, >= 1
   int workers = 0;        // process-pool only; 0 = number of CPUs
+
+  bool operator==(const StrategyConfig&) const = default;
 };
 
 struct OutputConfig {
   std::filesystem::path dir = "./downloads";  // absolute after loading (relative to the config file's folder)
   core::OnExists on_exists = core::OnExists::kSkip;
   bool fsync = true;
+
+  bool operator==(const OutputConfig&) const = default;
 };
 
 struct LogConfig {
   std::string level = "info";  // trace|debug|info|warn|error|off
   std::chrono::milliseconds interval{std::chrono::seconds(5)};
+
+  bool operator==(const LogConfig&) const = default;
 };
 
 struct Job {
@@ -80,14 +86,19 @@ class ConfigErrors : public std::runtime_error {
 };
 
 inline constexpr std::uintmax_t kMaxConfigBytes = 1 << 20;  // bigger files are refused before parsing
+inline constexpr std::uintmax_t kMaxUrlsFileBytes = 64 << 20;  // a urls_file may list many URLs
+inline constexpr int kMaxConfigDepth = 64;  // deeper YAML is refused before it is walked
 
-// Loads and validates a config file. Throws ConfigErrors (never a yaml-cpp exception).
+// Loads and validates a config file. Throws ConfigErrors (never a yaml-cpp exception). Any thread; it reads the
+// file system (the file, urls_files, and the output directory's existing parts for the symlink check).
 Config load_config(const std::filesystem::path& file);
-// Same from text; `name` is used in messages and relative paths resolve against `base_dir`.
+// Same from text; `name` is used in messages and relative paths resolve against `base_dir`. `source` becomes
+// base_dir / the file name of `name` (or `name` when it is absolute).
 Config load_config_text(const std::string& text, const std::string& name, const std::filesystem::path& base_dir);
 
-// The normalized config as YAML (every key, defaults filled in, durations/sizes human); loading it again yields an
-// equal Config. Header values are printed as "<redacted>" unless show_secrets.
+// The normalized config as YAML (every key, defaults filled in, durations/sizes human, output.dir absolute,
+// urls_files expanded into jobs with an explicit dest); loading it again yields an equal Config (apart from
+// `source` and `Job::origin`). Header values and URL userinfo are printed as "<redacted>" unless show_secrets.
 std::string dump_config(const Config& config, bool show_secrets = false);
 
 }  // namespace fetchd::config

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: Apache-2.0
+// Printing: a Config as normalized YAML that loads back to an equal Config (with show_secrets).
+#include <yaml-cpp/yaml.h>
+
+#include <stdexcept>
+
+#include "fetchd/config/config.hpp"
+#include "fetchd/core/units.hpp"
+#include "text_util.hpp"
+
+namespace fetchd::config {
+namespace {
+
+constexpr const char* kRedacted = "<redacted>";
+
+// format_size rounds sizes that are not a whole number of units ("1.5KiB" for 1500); such a size is printed
+// in bytes so that loading the output gives the same number back.
+std::string exact_size(std::uint64_t bytes) {
+  std::string human = core::format_size(bytes);
+  if (core::parse_size(human) == bytes) return human;
+  return std::to_string(bytes);
+}
+
+std::string exact_duration(std::chrono::milliseconds d) {
+  std::string human = core::format_duration(d);
+  if (core::parse_duration(human) == d) return human;
+  return std::to_string(d.count()) + "ms";
+}
+
+void emit_headers(YAML::Emitter& out, const core::Headers& headers, bool show_secrets) {
+  out << YAML::BeginMap;
+  for (const auto& [name, value] : headers) {
+    out << YAML::Key << name << YAML::Value << YAML::DoubleQuoted << (show_secrets ? value : kRedacted);
+  }
+  out << YAML::EndMap;
+}
+
+std::string shown_url(const std::string& url, bool show_secrets) {
+  return show_secrets ? url : detail::replace_userinfo(url, kRedacted);
+}
+
+// Comments must stay on one line whatever the path contains.
+std::string one_line(std::string s) {
+  for (auto& c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string dump_config(const Config& config, bool show_secrets) {
+  YAML::Emitter out;
+  out.SetIndent(2);
+  out << YAML::BeginMap;
+
+  out << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "kind" << YAML::Value << std::string(to_string(config.strategy.kind));
+  out << YAML::Key << "concurrency" << YAML::Value << config.strategy.concurrency;
+  out << YAML::Key << "workers" << YAML::Value << config.strategy.workers;
+  out << YAML::EndMap;
+
+  out << YAML::Key << "output" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "dir" << YAML::Value << YAML::DoubleQuoted << config.output.dir.string();
+  out << YAML::Key << "on_exists" << YAML::Value << std::string(core::to_string(config.output.on_exists));
+  out << YAML::Key << "fsync" << YAML::Value << config.output.fsync;
+  out << YAML::EndMap;
+
+  const auto& d = config.defaults;
+  out << YAML::Key << "defaults" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "timeout" << YAML::Value << exact_duration(d.timeout);
+  out << YAML::Key << "connect_timeout" << YAML::Value << exact_duration(d.connect_timeout);
+  out << YAML::Key << "low_speed" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "limit" << YAML::Value << exact_size(d.low_speed_limit);
+  out << YAML::Key << "time" << YAML::Value << exact_duration(d.low_speed_time);
+  out << YAML::EndMap;
+  out << YAML::Key << "retries" << YAML::Value << config.retries;
+  out << YAML::Key << "max_redirects" << YAML::Value << d.max_redirects;
+  out << YAML::Key << "user_agent" << YAML::Value << YAML::DoubleQuoted << d.user_agent;
+  out << YAML::Key << "headers" << YAML::Value;
+  emit_headers(out, d.headers, show_secrets);
+  out << YAML::EndMap;
+
+  out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "level" << YAML::Value << config.log.level;
+  out << YAML::Key << "interval" << YAML::Value << exact_duration(config.log.interval);
+  out << YAML::EndMap;
+
+  out << YAML::Key << "jobs" << YAML::Value << YAML::BeginSeq;
+  for (const auto& job : config.jobs) {
+    out << YAML::BeginMap;
+    out << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted << shown_url(job.url, show_secrets);
+    out << YAML::Key << "dest" << YAML::Value << YAML::DoubleQuoted << job.dest;
+    if (job.sha256) out << YAML::Key << "sha256" << YAML::Value << YAML::DoubleQuoted << *job.sha256;
+    if (job.size) out << YAML::Key << "size" << YAML::Value << exact_size(*job.size);
+    if (!job.headers.empty()) {
+      out << YAML::Key << "headers" << YAML::Value;
+      emit_headers(out, job.headers, show_secrets);
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::EndMap;
+
+  if (!out.good()) throw std::logic_error("dump_config: " + out.GetLastError());
+  std::string text = "# fetchd configuration, normalized";
+  if (!config.source.empty()) text += " from " + one_line(config.source.string());
+  text += "\n";
+  text += out.c_str();
+  text += "\n";
+  return text;
+}
+
+}  // namespace fetchd::config

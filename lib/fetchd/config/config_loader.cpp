@@ -1,0 +1,816 @@
+// SPDX-License-Identifier: Apache-2.0
+// Loading: YAML text -> a validated Config. The walk never stops at the first problem: every error is
+// collected with its file, line, column and dotted key, and thrown at the end as one ConfigErrors.
+#include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <fstream>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+
+#include "fetchd/config/config.hpp"
+#include "fetchd/core/dest_path.hpp"
+#include "fetchd/core/units.hpp"
+#include "fetchd/core/version.hpp"
+#include "fetchd/curl/curl.hpp"
+#include "text_util.hpp"
+
+namespace fetchd::config {
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Aliases can make a small document expand to a huge tree; stop walking long before that hurts.
+constexpr std::size_t kMaxVisitedNodes = 1'000'000;
+constexpr std::size_t kMaxShownChars = 60;
+
+const std::vector<std::string_view> kRootKeys{"strategy", "output", "defaults", "log", "jobs"};
+const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers"};
+const std::vector<std::string_view> kOutputKeys{"dir", "on_exists", "fsync"};
+const std::vector<std::string_view> kDefaultsKeys{"timeout",       "connect_timeout", "low_speed", "retries",
+                                                  "max_redirects", "user_agent",      "headers"};
+const std::vector<std::string_view> kLowSpeedKeys{"limit", "time"};
+const std::vector<std::string_view> kLogKeys{"level", "interval"};
+const std::vector<std::string_view> kJobKeys{"url", "dest", "sha256", "size", "headers", "urls_file"};
+const std::vector<std::string_view> kLogLevels{"trace", "debug", "info", "warn", "error", "off"};
+
+struct Pos {
+  int line = 0;  // 1-based, 0 = unknown
+  int column = 0;
+};
+
+Pos pos_of(const YAML::Mark& m) {
+  if (m.is_null() || m.line < 0 || m.column < 0) return {};
+  return {m.line + 1, m.column + 1};
+}
+
+Pos pos_of(const YAML::Node& n) {
+  return pos_of(n.Mark());
+}
+
+// Control characters would break the one-error-per-line format; show them escaped.
+std::string escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// A user-supplied value quoted for a message: escaped and cut short.
+std::string show(std::string_view s) {
+  std::string e = escape(s);
+  if (e.size() > kMaxShownChars) {
+    std::size_t cut = kMaxShownChars;
+    while (cut > 0 && (static_cast<unsigned char>(e[cut]) & 0xc0) == 0x80) --cut;
+    e = e.substr(0, cut) + "...";
+  }
+  return "'" + e + "'";
+}
+
+std::string kind_of(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return fmt::format("the value {}", show(n.Scalar()));
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+std::string child_key(const std::string& path, std::string_view name) {
+  return path.empty() ? escape(name) : path + "." + escape(name);
+}
+
+bool is_token_char(char c) {
+  // RFC 9110 §5.6.2 tchar.
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_hex(char c) {
+  return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// The whole file, or nullopt with *error set to the reason (errno text, or its size).
+std::optional<std::string> read_file(const fs::path& path, std::uintmax_t limit, std::string* error) {
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (ec) {
+    *error = ec.message();
+    return std::nullopt;
+  }
+  if (fs::is_directory(st)) {
+    *error = std::make_error_code(std::errc::is_a_directory).message();
+    return std::nullopt;
+  }
+  auto too_large = [&] {
+    *error = fmt::format("file is larger than the limit of {}", core::format_size(limit));
+  };
+  if (fs::is_regular_file(st)) {
+    std::uintmax_t size = fs::file_size(path, ec);
+    if (!ec && size > limit) {
+      // Refused before reading, let alone parsing.
+      too_large();
+      return std::nullopt;
+    }
+  }
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    int e = errno;
+    *error = e != 0 ? std::generic_category().message(e) : std::string("cannot open the file");
+    return std::nullopt;
+  }
+  std::string data;
+  std::array<char, 64 * 1024> buf{};
+  // The size was checked above, but a pipe or a growing file has no reliable size: cap while reading too.
+  while (in.read(buf.data(), buf.size()) || in.gcount() > 0) {
+    data.append(buf.data(), static_cast<std::size_t>(in.gcount()));
+    if (data.size() > limit) {
+      too_large();
+      return std::nullopt;
+    }
+  }
+  if (in.bad()) {
+    int e = errno;
+    *error = e != 0 ? std::generic_category().message(e) : std::string("read error");
+    return std::nullopt;
+  }
+  return data;
+}
+
+// A key of a YAML map that passed the key checks.
+struct Entry {
+  std::string name;
+  std::string key;  // dotted path for messages
+  Pos key_pos;
+  YAML::Node value;
+
+  // Where the value is; a missing value (null) has no useful mark of its own, so the key's is used.
+  Pos value_pos() const {
+    if (value.IsNull()) return key_pos;
+    Pos p = pos_of(value);
+    return p.line > 0 ? p : key_pos;
+  }
+};
+
+// Where a job was defined, for messages about its destination.
+struct Site {
+  std::string file;
+  Pos pos;
+  std::string key;
+  std::array<int, 4> order{};  // position in the config file, then in the urls_file
+};
+
+class Loader {
+ public:
+  Loader(std::string name, const fs::path& base_dir) : name_(std::move(name)) {
+    base_dir_ = strip_trailing_separator(fs::absolute(base_dir).lexically_normal());
+    config_.defaults.user_agent = std::string("fetchd/") + core::kVersion;
+    config_.output.dir = strip_trailing_separator((base_dir_ / config_.output.dir).lexically_normal());
+  }
+
+  Config load(const std::string& text) {
+    if (text.size() > kMaxConfigBytes) {
+      error({}, "", fmt::format("file is larger than the limit of {}", core::format_size(kMaxConfigBytes)));
+      throw_errors();
+    }
+    std::vector<YAML::Node> docs;
+    try {
+      docs = YAML::LoadAll(text);
+    } catch (const YAML::DeepRecursion& e) {
+      // yaml-cpp's own guard against stack exhaustion; its message ("bad file") would not help anyone.
+      error(pos_of(e.mark), "", "invalid YAML: nested too deeply");
+      throw_errors();
+    } catch (const YAML::Exception& e) {
+      error(pos_of(e.mark), "", fmt::format("invalid YAML: {}", e.msg));
+      throw_errors();
+    }
+    if (docs.size() > 1) {
+      error(pos_of(docs[1]), "", "only one YAML document is allowed ('---' starts a second one)");
+      throw_errors();
+    }
+    try {
+      if (!docs.empty() && check_shape(docs[0])) root(docs[0]);
+    } catch (const YAML::Exception& e) {
+      // Not expected: every access is type-checked first. Still, no yaml-cpp exception leaves this component.
+      error(pos_of(e.mark), "", fmt::format("invalid YAML: {}", e.msg));
+    }
+    // Runs even after other errors: it only looks at the jobs that passed, so it adds no follow-up noise.
+    check_destinations();
+    if (!errors_.empty()) throw_errors();
+    return std::move(config_);
+  }
+
+ private:
+  static fs::path strip_trailing_separator(fs::path p) {
+    if (!p.has_filename() && p.has_relative_path()) p = p.parent_path();
+    return p;
+  }
+
+  void error(const Site& site, std::string message) {
+    ConfigError e;
+    e.file = site.file;
+    e.line = site.pos.line;
+    e.column = site.pos.column;
+    e.key = site.key;
+    e.message = escape(message);
+    errors_.emplace_back(site.order, std::move(e));
+  }
+
+  void error(Pos pos, std::string key, std::string message) {
+    error(Site{name_, pos, std::move(key), {pos.line, pos.column, 0, 0}}, std::move(message));
+  }
+
+  [[noreturn]] void throw_errors() {
+    std::stable_sort(errors_.begin(), errors_.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<ConfigError> out;
+    out.reserve(errors_.size());
+    for (auto& [order, e] : errors_) out.push_back(std::move(e));
+    throw ConfigErrors(std::move(out));
+  }
+
+  // Refuses documents nested deeper than kMaxConfigDepth before anything walks them, without recursion.
+  bool check_shape(const YAML::Node& root) {
+    struct Item {
+      YAML::Node node;
+      int depth;
+    };
+    std::vector<Item> stack{{root, 1}};
+    std::size_t visited = 0;
+    while (!stack.empty()) {
+      Item item = std::move(stack.back());
+      stack.pop_back();
+      if (++visited > kMaxVisitedNodes) {
+        error(pos_of(item.node), "", "the document is too large once its aliases are expanded");
+        return false;
+      }
+      if (item.depth > kMaxConfigDepth) {
+        error(pos_of(item.node), "", fmt::format("nested deeper than {} levels", kMaxConfigDepth));
+        return false;
+      }
+      if (item.node.IsSequence()) {
+        for (const auto& child : item.node) stack.push_back({child, item.depth + 1});
+      } else if (item.node.IsMap()) {
+        for (const auto& kv : item.node) {
+          stack.push_back({kv.first, item.depth + 1});
+          stack.push_back({kv.second, item.depth + 1});
+        }
+      }
+    }
+    return true;
+  }
+
+  // Checks that `node` is a map (nothing counts as empty) with string keys from `allowed` (any key when
+  // `any_key`), each at most once; returns the good entries in document order.
+  std::vector<Entry> entries(const YAML::Node& node, const std::string& path, Pos pos,
+                             const std::vector<std::string_view>& allowed, bool any_key = false,
+                             bool case_insensitive = false) {
+    std::vector<Entry> out;
+    if (node.IsNull()) return out;
+    if (!node.IsMap()) {
+      Pos p = pos_of(node);
+      error(p.line > 0 ? p : pos, path, fmt::format("expected a map, got {}", kind_of(node)));
+      return out;
+    }
+    std::string where = path.empty() ? std::string("at the top level") : "in " + path;
+    for (const auto& kv : node) {
+      Pos kp = pos_of(kv.first);
+      if (!kv.first.IsScalar()) {
+        error(kp, path, fmt::format("keys must be plain strings, got {}", kind_of(kv.first)));
+        continue;
+      }
+      std::string name = kv.first.Scalar();
+      std::string key = child_key(path, name);
+      if (!any_key && std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        std::string msg = fmt::format("unknown key {} {}", show(name), where);
+        if (auto close = detail::closest_match(name, allowed)) {
+          msg += fmt::format("; did you mean '{}'?", *close);
+        } else {
+          msg += fmt::format(" (allowed: {})", detail::join(allowed));
+        }
+        error(kp, key, std::move(msg));
+        continue;
+      }
+      auto first = std::find_if(out.begin(), out.end(), [&](const Entry& e) {
+        return case_insensitive ? detail::iequals(e.name, name) : e.name == name;
+      });
+      if (first != out.end()) {
+        error(kp, key, fmt::format("{} is given twice (first at line {})", show(name), first->key_pos.line));
+        continue;
+      }
+      out.push_back(Entry{std::move(name), std::move(key), kp, kv.second});
+    }
+    return out;
+  }
+
+  std::optional<std::string> scalar(const Entry& e, std::string_view expected) {
+    if (e.value.IsScalar()) return e.value.Scalar();
+    if (e.value.IsNull()) {
+      error(e.key_pos, e.key, fmt::format("missing value; expected {}", expected));
+    } else {
+      error(e.value_pos(), e.key, fmt::format("expected {}, got {}", expected, kind_of(e.value)));
+    }
+    return std::nullopt;
+  }
+
+  std::optional<int> integer(const Entry& e, int min) {
+    auto s = scalar(e, "an integer");
+    if (!s) return std::nullopt;
+    int value = 0;
+    const char* end = s->data() + s->size();
+    auto [ptr, ec] = std::from_chars(s->data(), end, value);
+    if (ec == std::errc::result_out_of_range) {
+      error(e.value_pos(), e.key, fmt::format("{} is out of range", show(*s)));
+      return std::nullopt;
+    }
+    if (ec != std::errc{} || ptr != end) {
+      error(e.value_pos(), e.key, fmt::format("expected an integer, got {}", show(*s)));
+      return std::nullopt;
+    }
+    if (value < min) {
+      error(e.value_pos(), e.key,
+            min == 0 ? fmt::format("must not be negative, got {}", value)
+                     : fmt::format("must be at least {}, got {}", min, value));
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  std::optional<bool> boolean(const Entry& e) {
+    auto s = scalar(e, "true or false");
+    if (!s) return std::nullopt;
+    if (detail::iequals(*s, "true")) return true;
+    if (detail::iequals(*s, "false")) return false;
+    error(e.value_pos(), e.key, fmt::format("expected true or false, got {}", show(*s)));
+    return std::nullopt;
+  }
+
+  std::optional<std::uint64_t> size(const Entry& e) {
+    auto s = scalar(e, "a size such as 4096, 64KiB or 1.5MB");
+    if (!s) return std::nullopt;
+    std::string why;
+    auto v = core::parse_size(*s, &why);
+    if (!v) error(e.value_pos(), e.key, why);
+    return v;
+  }
+
+  std::optional<milliseconds> duration(const Entry& e) {
+    auto s = scalar(e, "a duration such as 30s, 2m or 250ms");
+    if (!s) return std::nullopt;
+    std::string why;
+    auto v = core::parse_duration(*s, &why);
+    if (!v) {
+      error(e.value_pos(), e.key, why);
+      return std::nullopt;
+    }
+    if (v->count() <= 0) {
+      error(e.value_pos(), e.key, fmt::format("must be longer than 0, got {}", show(*s)));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  template <typename T>
+  std::optional<T> choice(const Entry& e, std::string_view what,
+                          const std::vector<std::pair<std::string_view, T>>& options) {
+    std::vector<std::string_view> names;
+    for (const auto& o : options) names.push_back(o.first);
+    auto s = scalar(e, fmt::format("one of: {}", detail::join(names)));
+    if (!s) return std::nullopt;
+    for (const auto& o : options) {
+      if (o.first == *s) return o.second;
+    }
+    std::string msg = fmt::format("unknown {} {}; expected one of: {}", what, show(*s), detail::join(names));
+    if (auto close = detail::closest_match(*s, names)) msg += fmt::format(" (did you mean '{}'?)", *close);
+    error(e.value_pos(), e.key, std::move(msg));
+    return std::nullopt;
+  }
+
+  // A string without control characters (a tab is fine), for headers and the user agent.
+  std::optional<std::string> header_text(const Entry& e, std::string_view expected) {
+    auto s = scalar(e, expected);
+    if (!s) return std::nullopt;
+    for (char c : *s) {
+      auto u = static_cast<unsigned char>(c);
+      if ((u < 0x20 && c != '\t') || u == 0x7f) {
+        // Never echo the value: it may be a secret.
+        error(e.value_pos(), e.key,
+              "contains a control character (CR, LF, NUL or similar); header values must be a single line");
+        return std::nullopt;
+      }
+    }
+    return s;
+  }
+
+  std::optional<core::Headers> headers(const Entry& section) {
+    bool ok = true;
+    core::Headers out;
+    auto list =
+        entries(section.value, section.key, section.key_pos, {}, /*any_key=*/true, /*case_insensitive=*/true);
+    for (const auto& e : list) {
+      if (e.name.empty() || !std::all_of(e.name.begin(), e.name.end(), is_token_char)) {
+        error(e.key_pos, e.key,
+              fmt::format("header name {} is not valid (letters, digits and !#$%&'*+-.^_`|~ only)",
+                          show(e.name)));
+        ok = false;
+        continue;
+      }
+      auto value = header_text(e, "a string (the header value)");
+      if (!value) {
+        ok = false;
+        continue;
+      }
+      out.emplace_back(e.name, std::move(*value));
+    }
+    if (!ok) return std::nullopt;
+    return out;
+  }
+
+  // Checks a URL with curl's parser (the one that will fetch it). Returns the error message, or "" when fine.
+  static std::string url_problem(const std::string& url) {
+    if (url.empty()) return "URL is empty";
+    if (!detail::is_valid_utf8(url)) return "URL is not valid UTF-8";
+    for (char c : url) {
+      auto u = static_cast<unsigned char>(c);
+      if (u <= 0x20 || u == 0x7f)
+        return "URL contains a space or control character (percent-encode it, e.g. %20)";
+    }
+    auto scheme_end = url.find("://");
+    if (scheme_end == std::string::npos) return "URL has no scheme; it must start with http:// or https://";
+    // Checked before curl parses it: curl would refuse "file:///x" for having no host, which misses the
+    // point.
+    std::string_view scheme = std::string_view(url).substr(0, scheme_end);
+    bool plain = !scheme.empty() && std::all_of(scheme.begin(), scheme.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '+' || c == '-' || c == '.';
+    });
+    // Not shown when it is not a plain scheme: it could be "user:password@host" of a URL missing its scheme.
+    if (!plain) return "URL has no valid scheme; it must start with http:// or https://";
+    if (!detail::iequals(scheme, "http") && !detail::iequals(scheme, "https")) {
+      return fmt::format("URL scheme {} is not allowed (use http or https)", show(scheme));
+    }
+    std::string why;
+    auto parsed = curl::parse_url(url, &why);
+    // curl's messages never contain the URL itself, so userinfo cannot leak through them.
+    if (!parsed) return fmt::format("invalid URL: {}", why);
+    if (parsed->scheme != "http" && parsed->scheme != "https") {
+      return fmt::format("URL scheme {} is not allowed (use http or https)", show(parsed->scheme));
+    }
+    return {};
+  }
+
+  void root(const YAML::Node& node) {
+    for (const auto& e : entries(node, "", pos_of(node), kRootKeys)) {
+      if (e.name == "strategy") strategy(e);
+      if (e.name == "output") output(e);
+      if (e.name == "defaults") defaults(e);
+      if (e.name == "log") log(e);
+      if (e.name == "jobs") jobs(e);
+    }
+  }
+
+  void strategy(const Entry& section) {
+    auto& s = config_.strategy;
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kStrategyKeys)) {
+      if (e.name == "kind") {
+        if (auto v = choice<StrategyKind>(e, "strategy kind",
+                                          {{"event-loop", StrategyKind::kEventLoop},
+                                           {"curl-multi", StrategyKind::kCurlMulti},
+                                           {"thread-pool", StrategyKind::kThreadPool},
+                                           {"process-pool", StrategyKind::kProcessPool}})) {
+          s.kind = *v;
+        }
+      } else if (e.name == "concurrency") {
+        if (auto v = integer(e, 1)) s.concurrency = *v;
+      } else if (e.name == "workers") {
+        if (auto v = integer(e, 0)) s.workers = *v;
+      }
+    }
+  }
+
+  void output(const Entry& section) {
+    auto& o = config_.output;
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kOutputKeys)) {
+      if (e.name == "dir") {
+        output_dir_ok_ = false;
+        auto s = scalar(e, "a folder path");
+        if (!s) continue;
+        if (s->empty()) {
+          error(e.value_pos(), e.key, "must not be empty");
+          continue;
+        }
+        if (s->find('\0') != std::string::npos) {
+          error(e.value_pos(), e.key, "contains a NUL byte");
+          continue;
+        }
+        fs::path dir = strip_trailing_separator((base_dir_ / *s).lexically_normal());
+        std::error_code ec;
+        auto st = fs::status(dir, ec);
+        if (!ec && !fs::is_directory(st)) {
+          error(e.value_pos(), e.key, fmt::format("'{}' exists and is not a folder", dir.string()));
+          continue;
+        }
+        o.dir = std::move(dir);
+        output_dir_ok_ = true;
+      } else if (e.name == "on_exists") {
+        if (auto v = choice<core::OnExists>(e, "on_exists policy",
+                                            {{"skip", core::OnExists::kSkip},
+                                             {"overwrite", core::OnExists::kOverwrite},
+                                             {"fail", core::OnExists::kFail}})) {
+          o.on_exists = *v;
+        }
+      } else if (e.name == "fsync") {
+        if (auto v = boolean(e)) o.fsync = *v;
+      }
+    }
+  }
+
+  void defaults(const Entry& section) {
+    auto& d = config_.defaults;
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kDefaultsKeys)) {
+      if (e.name == "timeout") {
+        if (auto v = duration(e)) d.timeout = *v;
+      } else if (e.name == "connect_timeout") {
+        if (auto v = duration(e)) d.connect_timeout = *v;
+      } else if (e.name == "low_speed") {
+        low_speed(e);
+      } else if (e.name == "retries") {
+        if (auto v = integer(e, 0)) config_.retries = *v;
+      } else if (e.name == "max_redirects") {
+        if (auto v = integer(e, 0)) d.max_redirects = *v;
+      } else if (e.name == "user_agent") {
+        if (auto v = header_text(e, "a string")) d.user_agent = std::move(*v);
+      } else if (e.name == "headers") {
+        if (auto v = headers(e)) d.headers = std::move(*v);
+      }
+    }
+  }
+
+  void low_speed(const Entry& section) {
+    auto& d = config_.defaults;
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kLowSpeedKeys)) {
+      if (e.name == "limit") {
+        if (auto v = size(e)) d.low_speed_limit = *v;
+      } else if (e.name == "time") {
+        auto v = duration(e);
+        if (!v) continue;
+        // CURLOPT_LOW_SPEED_TIME counts whole seconds; a fraction would be cut off silently.
+        if (v->count() % 1000 != 0) {
+          error(e.value_pos(), e.key, "must be a whole number of seconds (curl measures it in seconds)");
+          continue;
+        }
+        d.low_speed_time = *v;
+      }
+    }
+  }
+
+  void log(const Entry& section) {
+    auto& l = config_.log;
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kLogKeys)) {
+      if (e.name == "level") {
+        std::vector<std::pair<std::string_view, std::string_view>> levels;
+        for (auto name : kLogLevels) levels.emplace_back(name, name);
+        if (auto v = choice<std::string_view>(e, "log level", levels)) l.level = std::string(*v);
+      } else if (e.name == "interval") {
+        if (auto v = duration(e)) l.interval = *v;
+      }
+    }
+  }
+
+  void jobs(const Entry& section) {
+    if (section.value.IsNull()) return;
+    if (!section.value.IsSequence()) {
+      error(section.value_pos(), section.key,
+            fmt::format("expected a list of jobs, got {}", kind_of(section.value)));
+      return;
+    }
+    int index = 0;
+    for (const auto& item : section.value) job(item, index++, section.key_pos);
+  }
+
+  void job(const YAML::Node& item, int index, Pos fallback) {
+    std::string key = fmt::format("jobs[{}]", index);
+    Pos pos = pos_of(item);
+    if (pos.line == 0) pos = fallback;
+    if (!item.IsMap()) {
+      error(pos, key, fmt::format("expected a map with 'url' or 'urls_file', got {}", kind_of(item)));
+      return;
+    }
+    std::size_t errors_before = errors_.size();
+    auto list = entries(item, key, pos, kJobKeys);
+    auto find = [&](std::string_view name) -> const Entry* {
+      auto it = std::find_if(list.begin(), list.end(), [&](const Entry& e) { return e.name == name; });
+      return it == list.end() ? nullptr : &*it;
+    };
+    if (const Entry* file = find("urls_file")) {
+      for (const auto& e : list) {
+        if (&e == file) continue;
+        error(e.key_pos, e.key, fmt::format("'{}' cannot be combined with 'urls_file' in one job", e.name));
+      }
+      urls_file(*file, pos);
+      return;
+    }
+    Job job;
+    job.origin = fmt::format("{}:{}", name_, pos.line);
+    Site site{name_, pos, key, {pos.line, pos.column, 0, 0}};
+    const Entry* url = find("url");
+    if (!url) {
+      error(pos, key, "missing 'url' (or 'urls_file')");
+    } else if (auto s = scalar(*url, "a URL")) {
+      if (std::string why = url_problem(*s); !why.empty()) {
+        error(url->value_pos(), url->key, why);
+      } else {
+        job.url = std::move(*s);
+        job.dest = core::filename_from_url(job.url);
+        site =
+            Site{name_, url->value_pos(), url->key, {url->value_pos().line, url->value_pos().column, 0, 0}};
+      }
+    }
+    for (const auto& e : list) {
+      if (e.name == "dest") {
+        auto s = scalar(e, "a relative file path");
+        if (!s) continue;
+        std::string why;
+        auto dest = core::normalize_relative_dest(*s, &why);
+        if (!dest) {
+          error(e.value_pos(), e.key, why);
+          continue;
+        }
+        job.dest = std::move(*dest);
+        site = Site{name_, e.value_pos(), e.key, {e.value_pos().line, e.value_pos().column, 0, 0}};
+      } else if (e.name == "sha256") {
+        auto s = scalar(e, "64 hex digits");
+        if (!s) continue;
+        if (s->size() != 64 || !std::all_of(s->begin(), s->end(), is_hex)) {
+          error(e.value_pos(), e.key,
+                fmt::format("expected 64 hex digits, got {} ({} characters)", show(*s), s->size()));
+          continue;
+        }
+        std::string lower = *s;
+        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        job.sha256 = std::move(lower);
+      } else if (e.name == "size") {
+        if (auto v = size(e)) job.size = *v;
+      } else if (e.name == "headers") {
+        if (auto v = headers(e)) job.headers = std::move(*v);
+      }
+    }
+    if (errors_.size() != errors_before) return;  // a broken job would only cause follow-up errors
+    config_.jobs.push_back(std::move(job));
+    job_sites_.push_back(std::move(site));
+  }
+
+  void urls_file(const Entry& e, Pos item_pos) {
+    auto s = scalar(e, "a file path");
+    if (!s) return;
+    if (s->empty() || s->find('\0') != std::string::npos) {
+      error(e.value_pos(), e.key, "must be a file path");
+      return;
+    }
+    fs::path given(*s);
+    fs::path full = given.is_absolute() ? given : base_dir_ / given;
+    // Messages name the file as the user can open it from where the config was named.
+    std::string shown = given.is_absolute()
+                            ? given.string()
+                            : (fs::path(name_).parent_path() / given).lexically_normal().string();
+    std::string why;
+    auto text = read_file(full, kMaxUrlsFileBytes, &why);
+    if (!text) {
+      error(e.value_pos(), e.key, fmt::format("cannot read '{}': {}", escape(shown), why));
+      return;
+    }
+    std::string_view rest = *text;
+    if (rest.substr(0, 3) == "\xef\xbb\xbf") rest.remove_prefix(3);  // a UTF-8 byte order mark
+    int line_no = 0;
+    while (!rest.empty()) {
+      ++line_no;
+      auto nl = rest.find('\n');
+      std::string_view raw = rest.substr(0, nl);
+      rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
+      std::string_view line = trim(raw);
+      if (line.empty() || line.front() == '#') continue;
+      int column = static_cast<int>(line.data() - raw.data()) + 1;
+      Site site{shown, {line_no, column}, e.key, {item_pos.line, item_pos.column, line_no, column}};
+      // URLs cannot contain blanks, so "URL  # note" is a URL with a trailing comment.
+      auto blank = line.find_first_of(" \t");
+      std::string_view url = line.substr(0, blank);
+      if (blank != std::string_view::npos) {
+        std::string_view tail = trim(line.substr(blank));
+        if (!tail.empty() && tail.front() != '#') {
+          error(site, "unexpected text after the URL (one URL per line; comments start with '#')");
+          continue;
+        }
+      }
+      std::string url_text(url);
+      if (std::string problem = url_problem(url_text); !problem.empty()) {
+        error(site, problem);
+        continue;
+      }
+      Job job;
+      job.url = std::move(url_text);
+      job.dest = core::filename_from_url(job.url);
+      job.origin = fmt::format("{}:{}", shown, line_no);
+      config_.jobs.push_back(std::move(job));
+      job_sites_.push_back(std::move(site));
+    }
+  }
+
+  static std::string describe(const Site& s) {
+    std::string where = s.file;
+    if (s.pos.line > 0) where += fmt::format(":{}:{}", s.pos.line, s.pos.column);
+    return fmt::format("{} ({})", s.key, where);
+  }
+
+  // Destinations must be unique, must not need another job's file as a folder, and must stay inside
+  // output.dir.
+  void check_destinations() {
+    std::unordered_map<std::string_view, std::size_t> by_dest;
+    for (std::size_t i = 0; i < config_.jobs.size(); ++i) {
+      auto [it, fresh] = by_dest.emplace(config_.jobs[i].dest, i);
+      if (!fresh) {
+        error(job_sites_[i], fmt::format("destination {} is also used by {}", show(config_.jobs[i].dest),
+                                         describe(job_sites_[it->second])));
+      }
+    }
+    for (std::size_t i = 0; i < config_.jobs.size(); ++i) {
+      std::string_view dest = config_.jobs[i].dest;
+      for (auto slash = dest.find('/'); slash != std::string_view::npos; slash = dest.find('/', slash + 1)) {
+        auto it = by_dest.find(dest.substr(0, slash));
+        if (it != by_dest.end()) {
+          error(job_sites_[i],
+                fmt::format("destination {} needs {} to be a folder, but {} downloads a file there",
+                            show(dest), show(dest.substr(0, slash)), describe(job_sites_[it->second])));
+          break;
+        }
+      }
+    }
+    if (!output_dir_ok_) return;
+    for (std::size_t i = 0; i < config_.jobs.size(); ++i) {
+      std::string why;
+      if (!core::confine(config_.output.dir, config_.jobs[i].dest, &why)) error(job_sites_[i], why);
+    }
+  }
+
+  std::string name_;
+  fs::path base_dir_;
+  Config config_;
+  std::vector<Site> job_sites_;  // parallel to config_.jobs
+  bool output_dir_ok_ = true;
+  std::vector<std::pair<std::array<int, 4>, ConfigError>> errors_;
+};
+
+}  // namespace
+
+Config load_config_text(const std::string& text, const std::string& name, const fs::path& base_dir) {
+  Loader loader(name, base_dir);
+  Config config = loader.load(text);
+  fs::path n(name);
+  config.source =
+      n.is_absolute() ? n.lexically_normal() : fs::absolute(base_dir).lexically_normal() / n.filename();
+  return config;
+}
+
+Config load_config(const fs::path& file) {
+  std::string why;
+  auto text = read_file(file, kMaxConfigBytes, &why);
+  if (!text) {
+    ConfigError e;
+    e.file = file.string();
+    e.message = fmt::format("cannot read the config file: {}", why);
+    throw ConfigErrors({std::move(e)});
+  }
+  std::error_code ec;
+  fs::path absolute = fs::absolute(file, ec).lexically_normal();
+  Config config = load_config_text(*text, file.string(), absolute.parent_path());
+  config.source = absolute;
+  return config;
+}
+
+}  // namespace fetchd::config
