@@ -26,6 +26,12 @@ long Easy::response_code() const {
   return code;
 }
 
+long Easy::info_long(CURLINFO what) const {
+  long v = 0;
+  curl_easy_getinfo(h_.get(), what, &v);
+  return v;
+}
+
 std::optional<std::string> Easy::info_string(CURLINFO what) const {
   char* s = nullptr;
   if (curl_easy_getinfo(h_.get(), what, &s) != CURLE_OK || s == nullptr) return std::nullopt;

@@ -54,6 +54,7 @@ class Easy {
   }
 
   long response_code() const;
+  long info_long(CURLINFO what) const;  // 0 when curl has no value
   std::optional<std::string> info_string(CURLINFO what) const;
   double info_double(CURLINFO what) const;
   curl_off_t info_off(CURLINFO what) const;

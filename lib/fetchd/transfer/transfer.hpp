@@ -1,43 +1,56 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // One attempt at one job, shared by all four strategies: turns a TransferRequest into a configured curl easy
-// handle whose body streams through a Sink into <dest>.part (hashed as it arrives), then classifies the outcome
-// and publishes the file atomically. The blocking steps (prepare, publish) are separate so that the event loop
-// can run them off-loop; the rest never blocks for long.
-// Thread: one thread at a time drives a Transfer; request_cancel() and bytes_received() may be called from any.
+// handle whose body streams through a Sink into <dest>.part (hashed as it arrives), then classifies the
+// outcome and publishes the file atomically. The blocking steps (prepare, publish) are separate so that the
+// event loop can run them off-loop; the rest never blocks for long.
+// Thread: one thread at a time drives a Transfer; request_cancel() and bytes_received() may be called
+// from any thread.
 
 #include <curl/curl.h>
 
+#include <array>
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "fetchd/core/transfer_types.hpp"
 #include "fetchd/curl/curl.hpp"
 
 namespace fetchd::transfer {
 
-class FileSystem;  // sink.hpp: the injectable file interface (tests inject EIO/ENOSPC)
+class FileSystem;  // file_system.hpp: the injectable file interface (tests inject EIO/ENOSPC)
 class Sink;
+struct ResponseHeaders;
 
 class Transfer {
  public:
-  explicit Transfer(core::TransferRequest request, FileSystem* fs = nullptr);  // nullptr: the real file system
+  // fs: nullptr means the real file system (posix_file_system()); tests inject a fake.
+  explicit Transfer(core::TransferRequest request, FileSystem* fs = nullptr);
   ~Transfer();
   Transfer(const Transfer&) = delete;
   Transfer& operator=(const Transfer&) = delete;  // callbacks hold `this`: never moves
 
   const core::TransferRequest& request() const { return request_; }
 
+  // The Transfer that configured this easy handle (CURLOPT_PRIVATE), e.g. for a CURLMsg; nullptr if none.
+  static Transfer* from_easy(CURL* easy);
+
   // Blocking file work before the network: applies on_exists, creates parent directories, opens <dest>.part.
   // Returns the final result when the transfer must not run (skipped, destination exists, file-system error).
   std::optional<core::TransferResult> prepare();
 
   // The configured easy handle (valid after a successful prepare()).
-  CURL* easy() const { return easy_.get(); }
+  CURL* easy() const { return easy_ ? easy_->get() : nullptr; }
 
   // Any thread: the next write/progress callback aborts the transfer, reported as kCancelled.
   void request_cancel() { cancel_.store(true, std::memory_order_relaxed); }
+
+  // What the headers of the last response said (status, Content-Length, Retry-After, ETag, Last-Modified,
+  // ...). Same thread as the one driving the transfer.
+  const ResponseHeaders& response_headers() const { return *response_; }
 
   // Any thread: body bytes received in this attempt so far.
   std::uint64_t bytes_received() const { return bytes_.load(std::memory_order_relaxed); }
@@ -47,7 +60,8 @@ class Transfer {
   core::TransferResult finish(CURLcode rc);
 
   // Blocking: on success fsyncs (unless request.fsync is false), renames .part over dest and fsyncs the
-  // directory; on failure removes the .part. Returns the final result (a publish failure turns it into kFilesystem).
+  // directory; on failure removes the .part. Returns the final result (a publish failure turns it into
+  // kFilesystem).
   core::TransferResult publish(core::TransferResult result);
 
  private:
@@ -55,19 +69,27 @@ class Transfer {
   static std::size_t on_header(char* data, std::size_t size, std::size_t nmemb, void* self) noexcept;
   static int on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept;
   void configure();
+  std::size_t body(const char* data, std::size_t size);
+  void abort_with(core::ErrorCategory category, std::string message);
+  void classify_curl_error(CURLcode rc, core::TransferResult& result) const;
+  void classify_response(core::TransferResult& result) const;
+  void classify_status(core::TransferResult& result) const;
+  std::string where() const;  // the redacted URL (and where redirects led), for messages
 
   core::TransferRequest request_;
   FileSystem* fs_;
-  curl::Easy easy_;
-  curl::Slist headers_;
-  std::unique_ptr<Sink> sink_;
   std::atomic<bool> cancel_{false};
   std::atomic<std::uint64_t> bytes_{0};
   // Response state, reset on every status line (a redirect chain shows several responses).
-  struct Response;
-  std::unique_ptr<Response> response_;
-  std::string failure_;  // set by a callback that aborted the transfer, with its category
+  std::unique_ptr<ResponseHeaders> response_;
+  std::uint64_t dropped_bytes_ = 0;  // body bytes of a non-2xx response: drained, never written
+  std::string failure_;              // set by a callback that aborted the transfer, with its category
   core::ErrorCategory failure_category_ = core::ErrorCategory::kNone;
+  std::string sha256_;  // of the verified body, set by finish()
+  std::unique_ptr<Sink> sink_;
+  curl::Slist headers_;
+  std::array<char, CURL_ERROR_SIZE> error_buffer_{};
+  std::optional<curl::Easy> easy_;  // last: curl lets go of everything above before they are destroyed
 };
 
 // The whole attempt on the calling thread with curl_easy_perform: prepare, perform, finish, publish. For the

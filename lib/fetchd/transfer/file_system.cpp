@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fetchd/transfer/file_system.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+namespace fetchd::transfer {
+
+namespace {
+
+int result(int rc) {
+  return rc < 0 ? -errno : rc;
+}
+
+}  // namespace
+
+int PosixFileSystem::open_at(int dirfd, const char* path, int flags, mode_t mode) {
+  return result(::openat(dirfd, path, flags, mode));
+}
+
+ssize_t PosixFileSystem::write(int fd, const void* data, std::size_t size) {
+  ssize_t n = ::write(fd, data, size);
+  return n < 0 ? -errno : n;
+}
+
+int PosixFileSystem::fsync(int fd) {
+  return result(::fsync(fd));
+}
+
+int PosixFileSystem::close(int fd) {
+  return result(::close(fd));
+}
+
+int PosixFileSystem::rename_at(int old_dirfd, const char* old_path, int new_dirfd, const char* new_path,
+                               unsigned flags) {
+  return result(::renameat2(old_dirfd, old_path, new_dirfd, new_path, flags));
+}
+
+int PosixFileSystem::link_at(int old_dirfd, const char* old_path, int new_dirfd, const char* new_path,
+                             int flags) {
+  return result(::linkat(old_dirfd, old_path, new_dirfd, new_path, flags));
+}
+
+int PosixFileSystem::unlink_at(int dirfd, const char* path, int flags) {
+  return result(::unlinkat(dirfd, path, flags));
+}
+
+int PosixFileSystem::mkdir_at(int dirfd, const char* path, mode_t mode) {
+  return result(::mkdirat(dirfd, path, mode));
+}
+
+int PosixFileSystem::stat_at(int dirfd, const char* path, struct stat* st, int flags) {
+  return result(::fstatat(dirfd, path, st, flags));
+}
+
+FileSystem& posix_file_system() {
+  static PosixFileSystem fs;
+  return fs;
+}
+
+}  // namespace fetchd::transfer

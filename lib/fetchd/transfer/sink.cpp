@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fetchd/transfer/sink.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <new>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace fetchd::transfer {
+
+namespace {
+
+constexpr mode_t kFileMode = 0644;
+constexpr mode_t kDirMode = 0755;
+
+std::string errno_text(int err) {
+  return std::generic_category().message(err);
+}
+
+// "/a/b" -> "/a", "/a" -> "/", "a" -> ".", "a/" -> "a". Never touches the file system.
+std::string parent_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+std::string part_path_for(const std::string& dest) {
+  constexpr std::size_t kNameMax = 255;  // NAME_MAX on Linux file systems
+  constexpr std::string_view kSuffix = ".part";
+  const auto slash = dest.rfind('/');
+  const std::size_t base_start = slash == std::string::npos ? 0 : slash + 1;
+  const std::string_view base = std::string_view(dest).substr(base_start);
+  if (base.size() + kSuffix.size() <= kNameMax) return dest + std::string(kSuffix);
+  // FNV-1a, 64 bit: stable across builds and platforms, unlike std::hash.
+  std::uint64_t hash = 14695981039346656037ULL;
+  for (unsigned char c : base) {
+    hash ^= c;
+    hash *= 1099511628211ULL;
+  }
+  std::size_t keep = kNameMax - kSuffix.size() - 17;  // 17: '-' and 16 hex digits
+  while (keep > 0 && (static_cast<unsigned char>(base[keep]) & 0xC0) == 0x80)
+    --keep;  // not inside a UTF-8 char
+  return fmt::format("{}{}-{:016x}{}", dest.substr(0, base_start), base.substr(0, keep), hash, kSuffix);
+}
+
+void EvpMdCtxDeleter::operator()(EVP_MD_CTX* ctx) const {
+  EVP_MD_CTX_free(ctx);
+}
+
+Sink::Sink(std::string dest, FileSystem& fs)
+    : fs_(fs),
+      dest_(std::move(dest)),
+      part_(part_path_for(dest_)),
+      dir_(parent_of(dest_)),
+      md_(EVP_MD_CTX_new()) {
+  if (!md_ || EVP_DigestInit_ex(md_.get(), EVP_sha256(), nullptr) != 1) throw std::bad_alloc();
+}
+
+Sink::~Sink() = default;
+
+bool Sink::fail(int err, std::string what) {
+  if (state_ == State::kFailed) return false;  // the first failure is the one reported
+  state_ = State::kFailed;
+  error_code_ = err;
+  error_ = err != 0 ? fmt::format("{}: {}", what, errno_text(err)) : std::move(what);
+  return false;
+}
+
+int Sink::make_directories(const std::string& dir, std::string* failed_dir) {
+  int rc = fs_.mkdir_at(AT_FDCWD, dir.c_str(), kDirMode);
+  if (rc == -ENOENT) {
+    std::string parent = parent_of(dir);
+    if (parent == dir) {
+      *failed_dir = dir;
+      return rc;
+    }
+    rc = make_directories(parent, failed_dir);
+    if (rc < 0) return rc;
+    rc = fs_.mkdir_at(AT_FDCWD, dir.c_str(), kDirMode);
+  }
+  if (rc == 0) {
+    created_dirs_.push_back(dir);
+    return 0;
+  }
+  if (rc == -EEXIST) return 0;  // if it is not a directory, the open below says so (ENOTDIR)
+  *failed_dir = dir;
+  return rc;
+}
+
+bool Sink::open() {
+  if (state_ != State::kIdle) return fail(EBADF, fmt::format("open {}: sink already used", part_));
+  const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW;
+  auto open_part = [&] {
+    int fd;
+    do {
+      fd = fs_.open_at(AT_FDCWD, part_.c_str(), flags, kFileMode);
+    } while (fd == -EINTR);
+    return fd;
+  };
+  int fd = open_part();
+  if (fd == -ENOENT) {
+    std::string failed_dir;
+    int rc = make_directories(dir_, &failed_dir);
+    if (rc < 0) return fail(-rc, fmt::format("create directory {}", failed_dir));
+    fd = open_part();
+  }
+  if (fd < 0) return fail(-fd, fmt::format("open {}", part_));
+  fd_ = FileDescriptor(fs_, fd);
+  part_created_ = true;
+  // Resume (a later issue) would open without O_TRUNC and feed the existing bytes to the hash here.
+  if (EVP_DigestInit_ex(md_.get(), EVP_sha256(), nullptr) != 1)
+    return fail(0, "sha256: EVP_DigestInit_ex failed");
+  bytes_ = 0;
+  state_ = State::kOpen;
+  return true;
+}
+
+bool Sink::write(const void* data, std::size_t size) {
+  if (state_ != State::kOpen) {
+    return state_ == State::kFailed ? false : fail(EBADF, fmt::format("write {}: not open", part_));
+  }
+  const char* p = static_cast<const char*>(data);
+  std::size_t left = size;
+  while (left > 0) {
+    ssize_t n = fs_.write(fd_.get(), p, left);
+    if (n == -EINTR) continue;
+    if (n < 0) return fail(static_cast<int>(-n), fmt::format("write {}", part_));
+    if (n == 0) return fail(EIO, fmt::format("write {} made no progress", part_));
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  if (EVP_DigestUpdate(md_.get(), data, size) != 1) return fail(0, "sha256: EVP_DigestUpdate failed");
+  bytes_ += size;
+  return true;
+}
+
+int Sink::rename_into_place(bool replace) {
+  if (replace) return fs_.rename_at(AT_FDCWD, part_.c_str(), AT_FDCWD, dest_.c_str(), 0);
+  int rc = fs_.rename_at(AT_FDCWD, part_.c_str(), AT_FDCWD, dest_.c_str(), RENAME_NOREPLACE);
+  if (rc != -EINVAL) return rc;
+  // A file system without RENAME_NOREPLACE: link(2) refuses to replace as well, then drop the .part name.
+  rc = fs_.link_at(AT_FDCWD, part_.c_str(), AT_FDCWD, dest_.c_str(), 0);
+  if (rc < 0) return rc;
+  if (int u = fs_.unlink_at(AT_FDCWD, part_.c_str(), 0); u < 0 && u != -ENOENT) {
+    spdlog::warn("unlink {} after linking it to {}: {}", part_, dest_, errno_text(-u));
+  }
+  return 0;
+}
+
+int Sink::sync_directory(const std::string& dir, std::string* failed_dir) {
+  int fd;
+  do {
+    fd = fs_.open_at(AT_FDCWD, dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  } while (fd == -EINTR);
+  if (fd < 0) {
+    *failed_dir = dir;
+    return fd;
+  }
+  FileDescriptor guard(fs_, fd);
+  int rc = fs_.fsync(fd);
+  if (rc == -EINVAL) rc = 0;  // fsync(2): EINVAL where the file system cannot sync directories at all
+  if (rc < 0) *failed_dir = dir;
+  return rc;
+}
+
+bool Sink::commit(CommitOptions options) {
+  if (state_ != State::kOpen) {
+    return state_ == State::kFailed ? false : fail(EBADF, fmt::format("commit {}: not open", part_));
+  }
+  if (options.fsync) {
+    int rc;
+    do {
+      rc = fs_.fsync(fd_.get());
+    } while (rc == -EINTR);
+    if (rc < 0) return fail(-rc, fmt::format("fsync {}", part_));
+  }
+  // close(2) is where NFS reports deferred write errors; never publish a file whose close failed.
+  if (int rc = fd_.close(); rc < 0 && rc != -EINTR) return fail(-rc, fmt::format("close {}", part_));
+
+  if (int rc = rename_into_place(options.replace); rc < 0) {
+    if (rc == -EEXIST)
+      return fail(EEXIST, fmt::format("rename {} to {}: destination appeared meanwhile", part_, dest_));
+    return fail(-rc, fmt::format("rename {} to {}", part_, dest_));
+  }
+
+  if (options.fsync) {
+    // The rename lives in dir_; each directory open() created lives in its parent.
+    std::vector<std::string> dirs{dir_};
+    for (const auto& created : created_dirs_) dirs.push_back(parent_of(created));
+    std::sort(dirs.begin(), dirs.end());
+    dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());
+    for (const auto& dir : dirs) {
+      std::string failed_dir;
+      if (int rc = sync_directory(dir, &failed_dir); rc < 0) {
+        // Not durable, so not committed: take the final name back. The job fails; a later attempt starts
+        // over.
+        if (int u = fs_.unlink_at(AT_FDCWD, dest_.c_str(), 0); u < 0 && u != -ENOENT) {
+          spdlog::error("roll back {} after a failed directory fsync: {}", dest_, errno_text(-u));
+        }
+        return fail(-rc, fmt::format("fsync directory {}", failed_dir));
+      }
+    }
+  }
+  state_ = State::kCommitted;
+  return true;
+}
+
+bool Sink::discard() {
+  if (state_ == State::kCommitted || state_ == State::kDiscarded || !part_created_) return true;
+  (void)fd_.close();
+  state_ = State::kDiscarded;
+  int rc = fs_.unlink_at(AT_FDCWD, part_.c_str(), 0);
+  if (rc < 0 && rc != -ENOENT) {
+    spdlog::warn("remove {}: {}", part_, errno_text(-rc));
+    return false;
+  }
+  return true;
+}
+
+std::string Sink::sha256_hex() const {
+  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> copy(EVP_MD_CTX_new());
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!copy || EVP_MD_CTX_copy_ex(copy.get(), md_.get()) != 1 ||
+      EVP_DigestFinal_ex(copy.get(), digest, &len) != 1) {
+    return {};
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * len);
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 0xf]);
+  }
+  return out;
+}
+
+}  // namespace fetchd::transfer

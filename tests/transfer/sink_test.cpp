@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fetchd/transfer/sink.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "fake_file_system.hpp"
+#include "test_support.hpp"
+
+namespace fetchd::transfer {
+namespace {
+
+using testutil::exists;
+using testutil::FakeFileSystem;
+using testutil::read_file;
+using testutil::write_file;
+
+class SinkTest : public testutil::TempDirTest {};
+
+bool write_str(Sink& sink, const std::string& s) {
+  return sink.write(s.data(), s.size());
+}
+
+TEST_F(SinkTest, HashesAndCountsKnownVectors) {
+  {
+    Sink sink(path("empty"));
+    ASSERT_TRUE(sink.open()) << sink.error();
+    EXPECT_EQ(sink.bytes(), 0u);
+    EXPECT_EQ(sink.sha256_hex(), testutil::kSha256Empty);
+    ASSERT_TRUE(sink.commit({.fsync = true, .replace = false})) << sink.error();
+    EXPECT_EQ(read_file(path("empty")), "");
+  }
+  {
+    Sink sink(path("abc"));
+    ASSERT_TRUE(sink.open());
+    ASSERT_TRUE(write_str(sink, "a"));
+    ASSERT_TRUE(write_str(sink, "bc"));
+    EXPECT_EQ(sink.bytes(), 3u);
+    EXPECT_EQ(sink.sha256_hex(), testutil::kSha256Abc);
+    EXPECT_EQ(sink.sha256_hex(), testutil::kSha256Abc) << "reading the hash must not end the stream";
+  }
+  {
+    // One million 'a' in uneven chunks.
+    Sink sink(path("million"));
+    ASSERT_TRUE(sink.open());
+    const std::string chunk(7919, 'a');
+    std::size_t left = 1000000;
+    while (left > 0) {
+      std::size_t n = std::min(left, chunk.size());
+      ASSERT_TRUE(sink.write(chunk.data(), n));
+      left -= n;
+    }
+    EXPECT_EQ(sink.bytes(), 1000000u);
+    EXPECT_EQ(sink.sha256_hex(), testutil::kSha256MillionA);
+    ASSERT_TRUE(sink.commit({.fsync = false, .replace = false}));
+    EXPECT_EQ(read_file(path("million")), std::string(1000000, 'a'));
+  }
+}
+
+TEST_F(SinkTest, CommitPublishesAtomicallyAndCreatesParents) {
+  const std::string dest = path("a/b/c/file.bin");
+  Sink sink(dest);
+  ASSERT_TRUE(sink.open()) << sink.error();
+  EXPECT_EQ(sink.part_path(), dest + ".part");
+  struct stat st {};
+  ASSERT_EQ(::stat(sink.part_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  ASSERT_TRUE(write_str(sink, "hello"));
+  EXPECT_FALSE(exists(dest)) << "the final name must not appear before commit";
+  ASSERT_TRUE(sink.commit({.fsync = true, .replace = false})) << sink.error();
+  EXPECT_TRUE(sink.committed());
+  EXPECT_EQ(read_file(dest), "hello");
+  EXPECT_FALSE(exists(dest + ".part"));
+  EXPECT_TRUE(sink.discard()) << "discard after commit is a no-op";
+  EXPECT_EQ(read_file(dest), "hello");
+}
+
+TEST_F(SinkTest, DiscardLeavesNothing) {
+  const std::string dest = path("d.bin");
+  Sink sink(dest);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "partial"));
+  EXPECT_TRUE(exists(dest + ".part"));
+  EXPECT_TRUE(sink.discard());
+  EXPECT_FALSE(exists(dest + ".part"));
+  EXPECT_FALSE(exists(dest));
+}
+
+TEST_F(SinkTest, DestructorKeepsThePartForResume) {
+  const std::string dest = path("keep.bin");
+  {
+    Sink sink(dest);
+    ASSERT_TRUE(sink.open());
+    ASSERT_TRUE(write_str(sink, "so far"));
+  }
+  EXPECT_EQ(read_file(dest + ".part"), "so far");
+  EXPECT_FALSE(exists(dest));
+}
+
+TEST_F(SinkTest, ShortWritesAndEintrAreRetried) {
+  FakeFileSystem fs;
+  fs.max_write = 7;
+  fs.eintr_before_each_write = true;
+  Sink sink(path("short"), fs);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "abc"));
+  std::string big(10000, 'x');
+  ASSERT_TRUE(write_str(sink, big)) << sink.error();
+  ASSERT_TRUE(sink.commit({.fsync = true, .replace = false}));
+  EXPECT_EQ(read_file(path("short")), "abc" + big);
+}
+
+TEST_F(SinkTest, EveryDescriptorIsCloexecAndClosed) {
+  FakeFileSystem fs;
+  {
+    Sink sink(path("x/y.bin"), fs);
+    ASSERT_TRUE(sink.open());
+    ASSERT_TRUE(write_str(sink, "data"));
+    ASSERT_TRUE(sink.commit({.fsync = true, .replace = false}));
+  }
+  ASSERT_FALSE(fs.open_flags.empty());
+  for (int flags : fs.open_flags) EXPECT_NE(flags & O_CLOEXEC, 0) << "flags " << flags;
+  EXPECT_GE(fs.opened, 3) << "the .part, its directory and the parent of the created directory";
+  EXPECT_EQ(fs.opened, fs.closed);
+}
+
+TEST_F(SinkTest, WriteEioFailsAndLeavesNoFile) {
+  FakeFileSystem fs;
+  fs.write_errno = EIO;
+  fs.fail_write_after = 5;
+  const std::string dest = path("eio.bin");
+  Sink sink(dest, fs);
+  ASSERT_TRUE(sink.open());
+  EXPECT_FALSE(write_str(sink, "0123456789"));
+  EXPECT_EQ(sink.error_code(), EIO);
+  EXPECT_NE(sink.error().find("Input/output error"), std::string::npos) << sink.error();
+  EXPECT_NE(sink.error().find(dest + ".part"), std::string::npos) << sink.error();
+  EXPECT_FALSE(write_str(sink, "x")) << "the first error sticks";
+  EXPECT_FALSE(sink.commit({.fsync = true, .replace = false}));
+  EXPECT_EQ(sink.error_code(), EIO) << "the first error is the one reported";
+  EXPECT_FALSE(exists(dest));
+  sink.discard();
+  EXPECT_FALSE(exists(dest + ".part"));
+  EXPECT_EQ(fs.opened, fs.closed);
+}
+
+TEST_F(SinkTest, DiskFullFailsWithItsText) {
+  FakeFileSystem fs;
+  fs.write_errno = ENOSPC;
+  const std::string dest = path("full.bin");
+  Sink sink(dest, fs);
+  ASSERT_TRUE(sink.open());
+  EXPECT_FALSE(write_str(sink, "data"));
+  EXPECT_EQ(sink.error_code(), ENOSPC);
+  EXPECT_EQ(sink.error(), "write " + dest + ".part: No space left on device");
+  sink.discard();
+  EXPECT_FALSE(exists(dest));
+  EXPECT_FALSE(exists(dest + ".part"));
+}
+
+TEST_F(SinkTest, FsyncEioFailsCommitAndNoFinalFile) {
+  FakeFileSystem fs;
+  fs.fsync_file_errno = EIO;
+  const std::string dest = path("fsync.bin");
+  Sink sink(dest, fs);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "data"));
+  EXPECT_FALSE(sink.commit({.fsync = true, .replace = false}));
+  EXPECT_EQ(sink.error_code(), EIO);
+  EXPECT_NE(sink.error().find("fsync " + dest + ".part"), std::string::npos) << sink.error();
+  EXPECT_FALSE(exists(dest));
+  sink.discard();
+  EXPECT_FALSE(exists(dest + ".part"));
+  EXPECT_EQ(fs.opened, fs.closed);
+}
+
+TEST_F(SinkTest, DirectoryFsyncEioRollsTheRenameBack) {
+  FakeFileSystem fs;
+  fs.fsync_dir_errno = EIO;
+  const std::string dest = path("dirsync.bin");
+  Sink sink(dest, fs);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "data"));
+  EXPECT_FALSE(sink.commit({.fsync = true, .replace = false}));
+  EXPECT_EQ(sink.error_code(), EIO);
+  EXPECT_NE(sink.error().find("fsync directory"), std::string::npos) << sink.error();
+  EXPECT_FALSE(exists(dest));
+  sink.discard();
+  EXPECT_FALSE(exists(dest + ".part"));
+  EXPECT_EQ(fs.opened, fs.closed);
+}
+
+TEST_F(SinkTest, NoFsyncSkipsEveryFsync) {
+  FakeFileSystem fs;
+  fs.fsync_file_errno = EIO;
+  fs.fsync_dir_errno = EIO;
+  Sink sink(path("nofsync.bin"), fs);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "data"));
+  ASSERT_TRUE(sink.commit({.fsync = false, .replace = false})) << sink.error();
+  EXPECT_EQ(fs.fsyncs, 0);
+  EXPECT_EQ(read_file(path("nofsync.bin")), "data");
+}
+
+TEST_F(SinkTest, NoReplaceRefusesToClobber) {
+  const std::string dest = path("exists.bin");
+  Sink sink(dest);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "new"));
+  write_file(dest, "old");  // appears while the download runs
+  EXPECT_FALSE(sink.commit({.fsync = true, .replace = false}));
+  EXPECT_EQ(sink.error_code(), EEXIST);
+  EXPECT_EQ(read_file(dest), "old");
+  sink.discard();
+  EXPECT_FALSE(exists(dest + ".part"));
+  EXPECT_EQ(read_file(dest), "old");
+}
+
+TEST_F(SinkTest, NoReplaceWithoutRenameSupportFallsBackToLink) {
+  FakeFileSystem fs;
+  fs.rename_noreplace_unsupported = true;
+  const std::string taken = path("taken.bin");
+  write_file(taken, "old");
+  Sink refused(taken, fs);
+  ASSERT_TRUE(refused.open());
+  ASSERT_TRUE(write_str(refused, "new"));
+  EXPECT_FALSE(refused.commit({.fsync = true, .replace = false}));
+  EXPECT_EQ(refused.error_code(), EEXIST);
+  EXPECT_EQ(read_file(taken), "old");
+
+  const std::string free_name = path("free.bin");
+  Sink published(free_name, fs);
+  ASSERT_TRUE(published.open());
+  ASSERT_TRUE(write_str(published, "new"));
+  ASSERT_TRUE(published.commit({.fsync = true, .replace = false})) << published.error();
+  EXPECT_EQ(read_file(free_name), "new");
+  EXPECT_FALSE(exists(free_name + ".part"));
+}
+
+TEST_F(SinkTest, ReplaceOverwrites) {
+  const std::string dest = path("replace.bin");
+  write_file(dest, "old");
+  Sink sink(dest);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "new"));
+  ASSERT_TRUE(sink.commit({.fsync = true, .replace = true})) << sink.error();
+  EXPECT_EQ(read_file(dest), "new");
+}
+
+TEST_F(SinkTest, NeverWritesThroughASymlinkedPart) {
+  const std::string canary = path("canary");
+  write_file(canary, "canary");
+  const std::string dest = path("link.bin");
+  ASSERT_EQ(::symlink(canary.c_str(), (dest + ".part").c_str()), 0);
+  Sink sink(dest);
+  EXPECT_FALSE(sink.open());
+  EXPECT_EQ(sink.error_code(), ELOOP);
+  EXPECT_TRUE(sink.discard());
+  EXPECT_EQ(read_file(canary), "canary");
+  EXPECT_TRUE(exists(dest + ".part")) << "a .part this sink did not create is not its to remove";
+}
+
+TEST_F(SinkTest, LongNamesGetABoundedDeterministicPartName) {
+  EXPECT_EQ(part_path_for("/d/a.bin"), "/d/a.bin.part");
+  EXPECT_EQ(part_path_for(std::string(250, 'n')), std::string(250, 'n') + ".part");
+  const std::string long_a = std::string(254, 'n') + "a";
+  const std::string long_b = std::string(254, 'n') + "b";
+  const std::string part_a = part_path_for(path(long_a));
+  EXPECT_EQ(part_a, part_path_for(path(long_a))) << "a later attempt must find the same .part";
+  EXPECT_NE(part_a, part_path_for(path(long_b)));
+  const std::string base = part_a.substr(part_a.rfind('/') + 1);
+  EXPECT_LE(base.size(), 255u);
+  EXPECT_EQ(base.substr(base.size() - 5), ".part");
+  // Multi-byte UTF-8 characters are never cut in half.
+  std::string accents;
+  while (accents.size() < 254) accents += "\xc3\xa9";  // é
+  const std::string part_u = part_path_for(accents);
+  const std::string kept = part_u.substr(0, part_u.size() - 22);  // minus "-<16 hex>.part"
+  EXPECT_EQ(kept.size() % 2, 0u) << part_u;
+
+  Sink sink(path(long_a));
+  ASSERT_TRUE(sink.open()) << sink.error();
+  ASSERT_TRUE(write_str(sink, "long"));
+  ASSERT_TRUE(sink.commit({.fsync = true, .replace = false})) << sink.error();
+  EXPECT_EQ(read_file(path(long_a)), "long");
+  EXPECT_FALSE(exists(part_a));
+}
+
+TEST_F(SinkTest, DirectoryCreationFailureNamesTheDirectory) {
+  FakeFileSystem fs;
+  fs.mkdir_errno = EACCES;
+  Sink sink(path("sub/dir/f.bin"), fs);
+  EXPECT_FALSE(sink.open());
+  EXPECT_EQ(sink.error_code(), EACCES);
+  EXPECT_NE(sink.error().find("Permission denied"), std::string::npos) << sink.error();
+  EXPECT_NE(sink.error().find(path("sub")), std::string::npos) << sink.error();
+}
+
+}  // namespace
+}  // namespace fetchd::transfer
