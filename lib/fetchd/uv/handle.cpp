@@ -1,11 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/uv/handle.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <memory>
 
 namespace fetchd::uv {
 
 namespace {
+// Every uv trampoline runs the owner's callback through this: an exception must never unwind through libuv's C
+// frames (undefined behaviour). Callbacks handle their own errors; one escaping here is a bug, logged loudly.
+template <typename F>
+void guarded(const char* what, F&& f) noexcept {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    spdlog::critical("uncaught exception in {} callback: {}", what, e.what());
+  } catch (...) {
+    spdlog::critical("uncaught non-standard exception in {} callback", what);
+  }
+}
+
 // Allocates a Box, runs init on it, and frees it again if init fails (an uninitialised handle must not be closed).
 template <typename Box, typename Init>
 Box* make_box(Init init, const char* what) {
@@ -22,7 +37,8 @@ Timer::Timer(uv_loop_t* loop) {
 void Timer::start(std::uint64_t timeout_ms, std::uint64_t repeat_ms, std::function<void()> cb) {
   box()->callback = std::move(cb);
   check(uv_timer_start(
-            get(), [](uv_timer_t* t) { box_of(t).callback(); }, timeout_ms, repeat_ms),
+            get(), [](uv_timer_t* t) noexcept { guarded("timer", [t] { box_of(t).callback(); }); }, timeout_ms,
+            repeat_ms),
         "uv_timer_start");
 }
 
@@ -36,7 +52,10 @@ Poll::Poll(uv_loop_t* loop, int fd) {
 
 void Poll::start(int events, std::function<void(int, int)> cb) {
   box()->callback = std::move(cb);
-  check(uv_poll_start(get(), events, [](uv_poll_t* p, int status, int ev) { box_of(p).callback(status, ev); }),
+  check(uv_poll_start(get(), events,
+                      [](uv_poll_t* p, int status, int ev) noexcept {
+                        guarded("poll", [&] { box_of(p).callback(status, ev); });
+                      }),
         "uv_poll_start");
 }
 
@@ -46,7 +65,7 @@ void Poll::stop() {
 
 Async::Async(uv_loop_t* loop, std::function<void()> cb) {
   adopt(make_box<Box>(
-      [loop](uv_async_t* a) { return uv_async_init(loop, a, [](uv_async_t* h) { box_of(h).callback(); }); },
+      [loop](uv_async_t* a) { return uv_async_init(loop, a, [](uv_async_t* h) noexcept { guarded("async", [h] { box_of(h).callback(); }); }); },
       "uv_async_init"));
   box()->callback = std::move(cb);
 }
@@ -60,7 +79,8 @@ Signal::Signal(uv_loop_t* loop) {
 void Signal::start(int signum, std::function<void(int)> cb) {
   box()->callback = std::move(cb);
   check(uv_signal_start(
-            get(), [](uv_signal_t* s, int sig) { box_of(s).callback(sig); }, signum),
+            get(), [](uv_signal_t* s, int sig) noexcept { guarded("signal", [&] { box_of(s).callback(sig); }); },
+            signum),
         "uv_signal_start");
 }
 

@@ -67,6 +67,9 @@ class Handle {
   }
   static Box& box_of(T* h) { return *static_cast<Box*>(h->data); }
   Box* box() const { return box_; }
+  // Gives up ownership without closing, for a subclass that closes with its own close callback (which must then
+  // delete the Box). The handle must be initialised (i.e. the result non-null) to be passed to uv_close.
+  Box* release_box() { return std::exchange(box_, nullptr); }
 
  private:
   Box* box_ = nullptr;

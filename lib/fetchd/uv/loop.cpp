@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/uv/loop.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <memory>
 
 #include "fetchd/uv/error.hpp"
@@ -47,10 +49,21 @@ void queue_work(uv_loop_t* loop, std::function<void()> work, std::function<void(
   w->work = std::move(work);
   w->after = std::move(after);
   check(uv_queue_work(
-            loop, &w->req, [](uv_work_t* r) { static_cast<WorkReq*>(r->data)->work(); },
-            [](uv_work_t* r, int status) {
+            loop, &w->req,
+            [](uv_work_t* r) noexcept {
+              try {
+                static_cast<WorkReq*>(r->data)->work();
+              } catch (const std::exception& e) {
+                spdlog::critical("uncaught exception in queued work: {}", e.what());
+              }
+            },
+            [](uv_work_t* r, int status) noexcept {
               std::unique_ptr<WorkReq> owned(static_cast<WorkReq*>(r->data));
-              owned->after(status);
+              try {
+                owned->after(status);
+              } catch (const std::exception& e) {
+                spdlog::critical("uncaught exception after queued work: {}", e.what());
+              }
             }),
         "uv_queue_work");
   w.release();
