@@ -40,7 +40,8 @@ class Strategy {
   virtual StrategySnapshot snapshot() const = 0;
 };
 
-std::unique_ptr<Strategy> make_strategy(const config::StrategyConfig& config, uv_loop_t* loop,
+// The strategy config.strategy names; output settings (fsync) size its file workers.
+std::unique_ptr<Strategy> make_strategy(const config::Config& config, uv_loop_t* loop,
                                         Strategy::ResultCallback on_result);
 
 }  // namespace fetchd::strategy

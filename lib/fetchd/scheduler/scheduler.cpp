@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fetchd/scheduler/scheduler.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "fetchd/curl/curl.hpp"
+
+namespace fetchd::scheduler {
+
+std::string_view to_string(JobState s) {
+  switch (s) {
+    case JobState::kQueued: return "queued";
+    case JobState::kRunning: return "running";
+    case JobState::kRetryWait: return "queued";  // waiting for a retry is still queued, to a client
+    case JobState::kDone: return "done";
+    case JobState::kFailed: return "failed";
+    case JobState::kCancelled: return "cancelled";
+  }
+  return "?";
+}
+
+std::chrono::milliseconds RetryPolicy::delay(int attempt, std::optional<std::chrono::seconds> retry_after,
+                                             std::mt19937_64& rng) const {
+  double base = static_cast<double>(initial.count()) * std::pow(multiplier, std::max(0, attempt - 1));
+  base = std::min(base, static_cast<double>(max.count()));
+  std::uniform_real_distribution<double> jitter(0.0, base);
+  auto d = std::chrono::milliseconds(static_cast<std::int64_t>(jitter(rng)));
+  if (retry_after) {
+    auto ra = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(*retry_after), retry_after_max);
+    d = std::max(d, ra);
+  }
+  return d;
+}
+
+Scheduler::Scheduler(uv_loop_t* loop, const StrategyFactory& make_strategy, Options options)
+    : strategy_(make_strategy([this](core::TransferResult r) { on_result(std::move(r)); })),
+      options_(std::move(options)),
+      retry_timer_(loop),
+      rng_(std::random_device{}()) {}
+
+void Scheduler::drain(std::function<void()> done) {
+  draining_ = true;
+  retry_timer_.close();
+  strategy_->drain(std::move(done));
+}
+
+core::JobId Scheduler::add(core::TransferRequest request) {
+  core::JobId id = next_id_++;
+  request.id = id;
+  request.attempt = 0;
+  JobRecord record;
+  record.request = std::move(request);
+  jobs_.emplace(id, std::move(record));
+  queue_.push_back(id);
+  dispatch();
+  return id;
+}
+
+void Scheduler::dispatch() {
+  if (draining_) return;
+  auto cap = static_cast<std::size_t>(std::max(1, strategy_->capacity()));
+  while (running_ < cap && !queue_.empty()) {
+    core::JobId id = queue_.front();
+    queue_.pop_front();
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.state != JobState::kQueued) continue;  // cancelled while queued
+    auto& job = it->second;
+    job.state = JobState::kRunning;
+    ++job.request.attempt;
+    ++running_;
+    strategy_->submit(job.request);
+  }
+}
+
+void Scheduler::on_result(core::TransferResult result) {
+  auto it = jobs_.find(result.id);
+  if (it == jobs_.end() || it->second.state != JobState::kRunning) {
+    spdlog::error("scheduler: result for unknown or idle job {}", result.id);
+    return;
+  }
+  --running_;
+  auto& job = it->second;
+  job.last = std::move(result);
+  const auto& r = job.last;
+  if (r.ok()) {
+    finish(job, JobState::kDone);
+  } else if (r.category == core::ErrorCategory::kCancelled) {
+    finish(job, JobState::kCancelled);
+  } else {
+    job.attempt_errors.push_back(r.message);
+    int attempt = job.request.attempt;
+    if (r.retryable && attempt <= options_.retry.retries) {
+      auto delay = options_.retry.delay(attempt, r.retry_after, rng_);
+      spdlog::warn("job {} attempt {}/{} failed: {}; retrying in {}ms", job.request.id, attempt,
+                   options_.retry.retries + 1, r.message, delay.count());
+      job.state = JobState::kRetryWait;
+      ++waiting_;
+      retries_.push(Due{Clock::now() + delay, job.request.id});
+      arm_retry_timer();
+    } else {
+      finish(job, JobState::kFailed);
+    }
+  }
+  dispatch();
+  check_idle();
+}
+
+void Scheduler::finish(JobRecord& job, JobState state) {
+  job.state = state;
+  if (state == JobState::kDone) {
+    ++done_;
+  } else {
+    ++failed_;
+    if (state == JobState::kFailed) {
+      // The transfer's message already names the (redacted) URL.
+      spdlog::error("job {} failed after {} attempt(s): {}", job.request.id, job.request.attempt,
+                    job.last.message);
+    }
+  }
+  if (options_.on_finished) options_.on_finished(job);
+}
+
+void Scheduler::arm_retry_timer() {
+  if (retries_.empty()) {
+    retry_timer_.stop();
+    return;
+  }
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(retries_.top().at - Clock::now());
+  retry_timer_.start(static_cast<std::uint64_t>(std::max<std::int64_t>(0, wait.count())), 0,
+                     [this] { on_retry_timer(); });
+}
+
+void Scheduler::on_retry_timer() {
+  auto now = Clock::now();
+  while (!retries_.empty() && retries_.top().at <= now) {
+    core::JobId id = retries_.top().id;
+    retries_.pop();
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.state != JobState::kRetryWait) continue;
+    --waiting_;
+    it->second.state = JobState::kQueued;
+    queue_.push_back(id);
+  }
+  arm_retry_timer();
+  dispatch();
+}
+
+void Scheduler::cancel(core::JobId id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return;
+  auto& job = it->second;
+  switch (job.state) {
+    case JobState::kQueued:
+      job.last.category = core::ErrorCategory::kCancelled;
+      job.last.message = "cancelled before it started";
+      finish(job, JobState::kCancelled);  // its stale id in queue_ is skipped by dispatch()
+      break;
+    case JobState::kRetryWait:
+      --waiting_;
+      job.last.category = core::ErrorCategory::kCancelled;
+      job.last.message = "cancelled while waiting to retry";
+      finish(job, JobState::kCancelled);
+      break;
+    case JobState::kRunning:
+      strategy_->cancel(id);  // the kCancelled result arrives through on_result
+      break;
+    default:
+      return;
+  }
+  // Drop stale queue entries so idle() becomes true without waiting for dispatch.
+  if (job.state == JobState::kCancelled) {
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
+    check_idle();
+  }
+}
+
+void Scheduler::cancel_all() {
+  std::vector<core::JobId> ids;
+  for (const auto& [id, job] : jobs_) {
+    if (job.state == JobState::kQueued || job.state == JobState::kRetryWait || job.state == JobState::kRunning)
+      ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (auto id : ids) cancel(id);
+}
+
+void Scheduler::check_idle() {
+  if (idle() && options_.on_idle) options_.on_idle();
+}
+
+stats::Counters Scheduler::counters() const {
+  stats::Counters c;
+  auto snap = strategy_->snapshot();
+  c.active = running_;
+  c.queued = queue_.size() + waiting_;
+  c.done = done_;
+  c.failed = failed_;
+  c.bytes = snap.bytes;
+  return c;
+}
+
+const JobRecord* Scheduler::find(core::JobId id) const {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+}  // namespace fetchd::scheduler

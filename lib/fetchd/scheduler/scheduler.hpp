@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The scheduler owns the queue of runnable jobs, keeps at most strategy.capacity() transfers in flight, retries
+// retryable failures after an exponential backoff with full jitter (honouring Retry-After), and decides each
+// job's fate. It is strategy-agnostic: it only sees the Strategy interface.
+// Thread: the control loop thread only.
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <queue>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fetchd/core/transfer_types.hpp"
+#include "fetchd/stats/stats.hpp"
+#include "fetchd/strategy/strategy.hpp"
+#include "fetchd/uv/handle.hpp"
+
+namespace fetchd::scheduler {
+
+struct RetryPolicy {
+  int retries = 3;  // attempts after the first
+  std::chrono::milliseconds initial{std::chrono::seconds(1)};
+  std::chrono::milliseconds max{std::chrono::minutes(5)};
+  double multiplier = 2.0;
+  std::chrono::milliseconds retry_after_max{std::chrono::hours(1)};
+
+  // The delay before attempt `attempt + 1`, given that `attempt` (>= 1) attempts failed: full jitter over
+  // min(max, initial * multiplier^(attempt-1)), but never earlier than a Retry-After (clamped).
+  std::chrono::milliseconds delay(int attempt, std::optional<std::chrono::seconds> retry_after,
+                                  std::mt19937_64& rng) const;
+};
+
+enum class JobState { kQueued, kRunning, kRetryWait, kDone, kFailed, kCancelled };
+std::string_view to_string(JobState s);
+
+struct JobRecord {
+  core::TransferRequest request;  // request.attempt is the attempt being made or last made
+  JobState state = JobState::kQueued;
+  core::TransferResult last;      // the latest attempt's result
+  std::vector<std::string> attempt_errors;  // one line per failed attempt
+};
+
+class Scheduler {
+ public:
+  struct Options {
+    RetryPolicy retry;
+    // Called once per job when it reaches done, failed or cancelled.
+    std::function<void(const JobRecord&)> on_finished;
+    // Called whenever nothing is queued, waiting or running.
+    std::function<void()> on_idle;
+  };
+
+  using StrategyFactory =
+      std::function<std::unique_ptr<strategy::Strategy>(strategy::Strategy::ResultCallback on_result)>;
+
+  Scheduler(uv_loop_t* loop, const StrategyFactory& make_strategy, Options options);
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Queues a job; returns its id (request.id is assigned here).
+  core::JobId add(core::TransferRequest request);
+  // Cancels one job wherever it is; a running transfer is asked to stop and reports kCancelled.
+  void cancel(core::JobId id);
+  // Cancels everything (queued, waiting, running).
+  void cancel_all();
+
+  // Stops dispatching; calls done once the strategy finished its in-flight transfers and released its resources.
+  void drain(std::function<void()> done);
+
+  strategy::Strategy& strategy() { return *strategy_; }
+  bool idle() const { return running_ == 0 && queue_.empty() && waiting_ == 0; }
+  stats::Counters counters() const;
+  const JobRecord* find(core::JobId id) const;
+
+ private:
+  void dispatch();
+  void on_result(core::TransferResult result);
+  void finish(JobRecord& job, JobState state);
+  void arm_retry_timer();
+  void on_retry_timer();
+  void check_idle();
+
+  using Clock = std::chrono::steady_clock;
+  struct Due {
+    Clock::time_point at;
+    core::JobId id;
+    bool operator>(const Due& o) const { return at > o.at; }
+  };
+
+  std::unique_ptr<strategy::Strategy> strategy_;
+  Options options_;
+  uv::Timer retry_timer_;
+  std::mt19937_64 rng_;
+  std::unordered_map<core::JobId, JobRecord> jobs_;
+  std::deque<core::JobId> queue_;
+  std::priority_queue<Due, std::vector<Due>, std::greater<>> retries_;
+  core::JobId next_id_ = 1;
+  std::size_t running_ = 0;
+  std::size_t waiting_ = 0;  // jobs in kRetryWait (retries_ may also hold stale entries of cancelled jobs)
+  std::uint64_t done_ = 0;
+  std::uint64_t failed_ = 0;
+  bool draining_ = false;
+};
+
+}  // namespace fetchd::scheduler

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fetchd/strategy/file_workers.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+namespace fetchd::strategy {
+
+FileWorkers::FileWorkers(uv_loop_t* loop, int threads) : async_(loop, [this] { deliver(); }) {
+  threads_.reserve(static_cast<std::size_t>(std::max(1, threads)));
+  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { run_worker(); });
+}
+
+FileWorkers::~FileWorkers() { stop(); }
+
+void FileWorkers::post(std::function<void()> work, std::function<void()> done) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) throw std::logic_error("FileWorkers::post after stop");
+    todo_.push_back(Item{std::move(work), std::move(done)});
+  }
+  wake_.notify_one();
+}
+
+void FileWorkers::run_worker() {
+  for (;;) {
+    Item item;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [this] { return stopping_ || !todo_.empty(); });
+      if (todo_.empty()) return;  // stopping and nothing left
+      item = std::move(todo_.front());
+      todo_.pop_front();
+    }
+    try {
+      item.work();
+    } catch (const std::exception& e) {
+      // Transfer::prepare/publish report failures as values; anything thrown here is a bug, not a file error.
+      spdlog::critical("file worker: unexpected exception: {}", e.what());
+    }
+    {
+      std::lock_guard lock(mutex_);
+      finished_.push_back(std::move(item));
+    }
+    async_.send();
+  }
+}
+
+void FileWorkers::deliver() {
+  std::vector<Item> batch;
+  {
+    std::lock_guard lock(mutex_);
+    batch.swap(finished_);
+  }
+  for (auto& item : batch) item.done();
+}
+
+void FileWorkers::stop() {
+  if (threads_.empty()) return;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  deliver();
+  async_.close();
+}
+
+}  // namespace fetchd::strategy
