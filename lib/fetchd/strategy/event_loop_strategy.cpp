@@ -3,38 +3,67 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 
 namespace fetchd::strategy {
+
+namespace {
+core::TransferResult failure(core::JobId id, core::ErrorCategory category, std::string message) {
+  core::TransferResult r;
+  r.id = id;
+  r.category = category;
+  r.message = std::move(message);
+  return r;
+}
+}  // namespace
 
 EventLoopStrategy::EventLoopStrategy(const config::StrategyConfig& config, int file_threads, uv_loop_t* loop,
                                      ResultCallback on_result)
     : loop_(loop),
       capacity_(config.concurrency),
       on_result_(std::move(on_result)),
-      file_workers_(loop, file_threads),
-      timer_(loop) {
-  multi_.set(CURLMOPT_SOCKETFUNCTION, &EventLoopStrategy::on_socket, "CURLMOPT_SOCKETFUNCTION");
-  multi_.set(CURLMOPT_SOCKETDATA, this, "CURLMOPT_SOCKETDATA");
-  multi_.set(CURLMOPT_TIMERFUNCTION, &EventLoopStrategy::on_timer, "CURLMOPT_TIMERFUNCTION");
-  multi_.set(CURLMOPT_TIMERDATA, this, "CURLMOPT_TIMERDATA");
-  // The scheduler caps transfers at `concurrency`; capping connections too keeps curl from opening extra ones
-  // while idle ones are closing, and lets the connection cache hold one per transfer for reuse.
-  multi_.set(CURLMOPT_MAX_TOTAL_CONNECTIONS, static_cast<long>(capacity_), "CURLMOPT_MAX_TOTAL_CONNECTIONS");
-  multi_.set(CURLMOPT_MAXCONNECTS, static_cast<long>(capacity_), "CURLMOPT_MAXCONNECTS");
+      file_workers_(loop, file_threads) {
+  int shards = std::max(1, (capacity_ + kShardTransfers - 1) / kShardTransfers);
+  // Least-loaded placement keeps every shard at or below ceil(capacity / shards) transfers.
+  long per_shard = (capacity_ + shards - 1) / shards;
+  for (int i = 0; i < shards; ++i) {
+    auto shard = std::make_unique<Shard>();
+    shard->owner = this;
+    shard->timer = uv::Timer(loop);
+    auto& m = shard->multi;
+    m.set(CURLMOPT_SOCKETFUNCTION, &EventLoopStrategy::on_socket, "CURLMOPT_SOCKETFUNCTION");
+    m.set(CURLMOPT_SOCKETDATA, shard.get(), "CURLMOPT_SOCKETDATA");
+    m.set(CURLMOPT_TIMERFUNCTION, &EventLoopStrategy::on_timer, "CURLMOPT_TIMERFUNCTION");
+    m.set(CURLMOPT_TIMERDATA, shard.get(), "CURLMOPT_TIMERDATA");
+    // Capping connections like transfers keeps curl from opening extra ones while idle ones are closing, and
+    // lets the connection cache hold one per transfer for reuse.
+    m.set(CURLMOPT_MAX_TOTAL_CONNECTIONS, per_shard, "CURLMOPT_MAX_TOTAL_CONNECTIONS");
+    m.set(CURLMOPT_MAXCONNECTS, per_shard, "CURLMOPT_MAXCONNECTS");
+    shards_.push_back(std::move(shard));
+  }
 }
 
 EventLoopStrategy::~EventLoopStrategy() {
   // Order (design.md pitfalls): remove easies, curl_multi_cleanup while the loop still exists (it fires the
   // socket callback with CURL_POLL_REMOVE), then close the uv handles; their memory goes in close callbacks.
+  // Entries still preparing/publishing hold Transfers the file workers reference; the control loop never
+  // destroys a strategy before drain() completed, which guarantees there are none.
   for (auto& [id, entry] : entries_) {
-    if (entry.stage == Stage::kRunning) curl_multi_remove_handle(multi_.get(), entry.transfer->easy());
+    if (entry.stage == Stage::kRunning) remove_from_shard(entry);
   }
+  close_all();
+}
+
+void EventLoopStrategy::Shard::close() {
+  multi.reset();
+  polls.clear();
+  timer.close();
+}
+
+void EventLoopStrategy::close_all() {
   closing_ = true;
-  multi_.reset();
-  polls_.clear();
-  timer_.close();
-  // Entries still preparing/publishing on the thread pool hold Transfer objects the work callbacks reference;
-  // the control loop never destroys a strategy before drain() completed, which guarantees there are none.
+  for (auto& shard : shards_) shard->close();
+  file_workers_.stop();
 }
 
 void EventLoopStrategy::submit(core::TransferRequest request) {
@@ -42,53 +71,53 @@ void EventLoopStrategy::submit(core::TransferRequest request) {
   core::JobId id = request.id;
   auto transfer = std::make_unique<transfer::Transfer>(std::move(request));
   auto* raw = transfer.get();
-  entries_.emplace(id, Entry{std::move(transfer), Stage::kPreparing, false});
+  entries_.emplace(id, Entry{std::move(transfer), Stage::kPreparing, false, nullptr});
   auto early = std::make_shared<std::optional<core::TransferResult>>();
   file_workers_.post([raw, early] { *early = raw->prepare(); },
                      [this, id, early] { prepared(id, std::move(*early)); });
 }
 
 void EventLoopStrategy::prepared(core::JobId id, std::optional<core::TransferResult> early) {
-  auto it = entries_.find(id);
-  auto& entry = it->second;
-  if (!early && entry.cancelled) {
-    core::TransferResult r;
-    r.id = id;
-    r.category = core::ErrorCategory::kCancelled;
-    r.message = "cancelled";
-    early = r;
-  }
+  auto& entry = entries_.at(id);
+  if (!early && entry.cancelled) early = failure(id, core::ErrorCategory::kCancelled, "cancelled");
   if (early) {
     // Nothing ran on the network; publish() still cleans up a .part that prepare() may have created.
     early->id = id;
     start_publish(id, std::move(*early));
     return;
   }
-  CURLMcode rc = curl_multi_add_handle(multi_.get(), entry.transfer->easy());
+  auto& shard = **std::min_element(shards_.begin(), shards_.end(),
+                                    [](const auto& a, const auto& b) { return a->running < b->running; });
+  CURLMcode rc = curl_multi_add_handle(shard.multi.get(), entry.transfer->easy());
   if (rc != CURLM_OK) {
-    core::TransferResult r;
-    r.id = id;
-    r.category = core::ErrorCategory::kInternal;
-    r.message = "curl_multi_add_handle: " + curl::describe(rc);
-    start_publish(id, std::move(r));
+    start_publish(id, failure(id, core::ErrorCategory::kInternal, "curl_multi_add_handle: " + curl::describe(rc)));
     return;
   }
   // curl_multi_add_handle calls our timer callback with 0: the timer kicks the transfer off on the next
   // loop iteration, never from inside a curl callback.
+  ++shard.running;
+  entry.shard = &shard;
   entry.stage = Stage::kRunning;
 }
 
-int EventLoopStrategy::on_timer(CURLM*, long timeout_ms, void* self) noexcept {
-  auto* s = static_cast<EventLoopStrategy*>(self);
-  if (s->closing_) return 0;
+void EventLoopStrategy::remove_from_shard(Entry& entry) {
+  CURLMcode rc = curl_multi_remove_handle(entry.shard->multi.get(), entry.transfer->easy());
+  if (rc != CURLM_OK) spdlog::error("event-loop: curl_multi_remove_handle: {}", curl::describe(rc));
+  --entry.shard->running;
+  entry.shard = nullptr;
+}
+
+int EventLoopStrategy::on_timer(CURLM*, long timeout_ms, void* data) noexcept {
+  auto* shard = static_cast<Shard*>(data);
+  if (shard->owner->closing_) return 0;
   try {
     if (timeout_ms < 0) {
-      s->timer_.stop();
+      shard->timer.stop();
     } else {
       // One one-shot timer: a new value replaces the old one. 0 means "soon": the timer fires on the next loop
       // iteration, which is what keeps us from calling curl from inside its own callback.
-      s->timer_.start(static_cast<std::uint64_t>(timeout_ms), 0,
-                      [s] { s->socket_action(CURL_SOCKET_TIMEOUT, 0); });
+      shard->timer.start(static_cast<std::uint64_t>(timeout_ms), 0,
+                         [shard] { shard->owner->socket_action(*shard, CURL_SOCKET_TIMEOUT, 0); });
     }
     return 0;
   } catch (const std::exception& e) {
@@ -97,25 +126,25 @@ int EventLoopStrategy::on_timer(CURLM*, long timeout_ms, void* self) noexcept {
   }
 }
 
-int EventLoopStrategy::on_socket(CURL*, curl_socket_t fd, int what, void* self, void*) noexcept {
-  auto* s = static_cast<EventLoopStrategy*>(self);
+int EventLoopStrategy::on_socket(CURL*, curl_socket_t fd, int what, void* data, void*) noexcept {
+  auto* shard = static_cast<Shard*>(data);
   try {
     if (what == CURL_POLL_REMOVE) {
       // Stop watching at once: the fd may be closed (or parked in curl's pool) right after we return.
-      auto it = s->polls_.find(fd);
-      if (it != s->polls_.end()) {
+      auto it = shard->polls.find(fd);
+      if (it != shard->polls.end()) {
         it->second.stop();
-        s->polls_.erase(it);
+        shard->polls.erase(it);
       }
       return 0;
     }
-    if (s->closing_) return 0;
+    if (shard->owner->closing_) return 0;
     int events = 0;
     if (what & CURL_POLL_IN) events |= UV_READABLE;
     if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-    auto it = s->polls_.find(fd);
-    if (it == s->polls_.end()) it = s->polls_.emplace(fd, uv::Poll(s->loop_, fd)).first;
-    it->second.start(events, [s, fd](int status, int ev) {
+    auto it = shard->polls.find(fd);
+    if (it == shard->polls.end()) it = shard->polls.emplace(fd, uv::Poll(shard->owner->loop_, fd)).first;
+    it->second.start(events, [shard, fd](int status, int ev) {
       int flags = 0;
       if (status < 0) {
         flags = CURL_CSELECT_ERR;  // let curl find out what went wrong with the socket
@@ -123,7 +152,7 @@ int EventLoopStrategy::on_socket(CURL*, curl_socket_t fd, int what, void* self, 
         if (ev & UV_READABLE) flags |= CURL_CSELECT_IN;
         if (ev & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
       }
-      s->socket_action(fd, flags);
+      shard->owner->socket_action(*shard, fd, flags);
     });
     return 0;
   } catch (const std::exception& e) {
@@ -132,25 +161,23 @@ int EventLoopStrategy::on_socket(CURL*, curl_socket_t fd, int what, void* self, 
   }
 }
 
-void EventLoopStrategy::socket_action(curl_socket_t fd, int events) {
+void EventLoopStrategy::socket_action(Shard& shard, curl_socket_t fd, int events) {
   int running = 0;
-  CURLMcode rc = curl_multi_socket_action(multi_.get(), fd, events, &running);
+  CURLMcode rc = curl_multi_socket_action(shard.multi.get(), fd, events, &running);
   if (rc != CURLM_OK) spdlog::error("event-loop: curl_multi_socket_action: {}", curl::describe(rc));
-  read_completions();
+  read_completions(shard);
 }
 
-void EventLoopStrategy::read_completions() {
+void EventLoopStrategy::read_completions(Shard& shard) {
   int pending = 0;
-  while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &pending)) {
+  while (CURLMsg* msg = curl_multi_info_read(shard.multi.get(), &pending)) {
     if (msg->msg != CURLMSG_DONE) continue;
     // Copy what we need before remove_handle: the CURLMsg is invalid afterwards.
-    CURL* easy = msg->easy_handle;
     CURLcode code = msg->data.result;
-    transfer::Transfer* t = nullptr;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
-    CURLMcode rc = curl_multi_remove_handle(multi_.get(), easy);
-    if (rc != CURLM_OK) spdlog::error("event-loop: curl_multi_remove_handle: {}", curl::describe(rc));
+    transfer::Transfer* t = transfer::Transfer::from_easy(msg->easy_handle);
     core::JobId id = t->request().id;
+    auto& entry = entries_.at(id);
+    remove_from_shard(entry);
     start_publish(id, t->finish(code));
   }
 }
@@ -183,11 +210,8 @@ void EventLoopStrategy::cancel(core::JobId id) {
   if (entry.stage == Stage::kRunning) {
     // Safe here: we are not inside a curl callback. Removing the handle stops it at once, even if it is stalled
     // and no callback would come to notice the flag.
-    curl_multi_remove_handle(multi_.get(), entry.transfer->easy());
-    core::TransferResult r;
-    r.id = id;
-    r.category = core::ErrorCategory::kCancelled;
-    r.message = "cancelled";
+    remove_from_shard(entry);
+    auto r = failure(id, core::ErrorCategory::kCancelled, "cancelled");
     r.bytes = entry.transfer->bytes_received();
     start_publish(id, std::move(r));
   }
@@ -202,11 +226,7 @@ void EventLoopStrategy::drain(std::function<void()> done) {
 void EventLoopStrategy::maybe_finish_drain() {
   if (!draining_ || !entries_.empty() || !drain_done_) return;
   // Release curl's connections and our handles now, while the loop still runs their close callbacks.
-  closing_ = true;
-  multi_.reset();
-  polls_.clear();
-  timer_.close();
-  file_workers_.stop();
+  close_all();
   auto done = std::move(drain_done_);
   drain_done_ = nullptr;
   done();
