@@ -11,31 +11,45 @@ namespace {
 BenchOptions valid_options() {
   BenchOptions o;
   o.strategies = {"event-loop"};
-  o.concurrency = {8};
   return o;
 }
 
 TEST(Validate, DefaultsAreValid) {
   EXPECT_FALSE(validate(valid_options()));
+  auto o = valid_options();
+  ASSERT_EQ(o.profiles.size(), 2U);  // both profiles unless told otherwise
+  EXPECT_EQ(o.profiles[0].name, "latency");
+  EXPECT_EQ(o.profiles[1].name, "cpu");
+  o.strategies = *parse_strategy_list("all");
+  EXPECT_FALSE(validate(o));
 }
 
 TEST(Validate, RefusesAbsurdInputs) {
   auto o = valid_options();
-  o.workload.files = 0;
+  o.profiles[1].workload.files = 0;
   EXPECT_EQ(validate(o), "--files must be at least 1");
-  o.workload.files = kMaxFiles + 1;
+  o.profiles[1].workload.files = kMaxFiles + 1;
   EXPECT_TRUE(validate(o));
   o = valid_options();
-  o.workload.size = UINT64_MAX / 2;
-  o.workload.files = 3;
+  o.profiles[0].workload.size = UINT64_MAX / 2;
+  o.profiles[0].workload.files = 3;
   EXPECT_TRUE(validate(o));
   o = valid_options();
-  o.concurrency = {8, 0};
+  o.profiles[0].concurrency = {8, 0};
   EXPECT_TRUE(validate(o));
-  o.concurrency.clear();
+  o.profiles[0].concurrency.clear();
+  EXPECT_TRUE(validate(o));
+  o = valid_options();
+  o.profiles.clear();
   EXPECT_TRUE(validate(o));
   o = valid_options();
   o.strategies.clear();
+  EXPECT_TRUE(validate(o));
+  o = valid_options();
+  o.strategies = {"warp-drive"};
+  EXPECT_TRUE(validate(o));
+  o = valid_options();
+  o.workers = -1;
   EXPECT_TRUE(validate(o));
   o = valid_options();
   o.expected_sha256 = nullptr;

@@ -39,6 +39,29 @@ TEST(ChildProcess, MeasuresTheChildsOwnResources) {
   EXPECT_GT(status.peak_rss_mib, 0.0);
 }
 
+// What bench relies on for process pools: wait4() on a child reports, with the child's own CPU, that of every
+// descendant the child reaped (RUSAGE_CHILDREN semantics). Here the outer shell only starts a second shell (a
+// separate process: it is not the last command, so it is not exec'd in place) and waits for it; the inner one
+// burns the CPU.
+TEST(ChildProcess, CpuIncludesTheDescendantsItReaped) {
+  auto child =
+      ChildProcess::spawn(sh("/bin/sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; exit 0"));
+  auto status = child.wait();
+  ASSERT_TRUE(status.success()) << status.describe();
+  // The grandchild's loop takes well over 0.1 s of CPU on any machine; the shell's own fork+wait is a few ms.
+  EXPECT_GT(status.cpu_user_s + status.cpu_sys_s, 0.1);
+  EXPECT_GE(status.wall_s, status.cpu_user_s + status.cpu_sys_s - 0.05);
+}
+
+TEST(ChildProcess, InheritsNoDescriptorButTheStandardThree) {
+  UniqueFd leaky(::open("/dev/null", O_RDONLY));  // no O_CLOEXEC, as a careless parent of bench might leave
+  ASSERT_TRUE(leaky);
+  const auto fd = std::to_string(leaky.get());
+  auto child =
+      ChildProcess::spawn(sh("if [ -e /proc/$$/fd/" + fd + " ]; then exit 1; fi; [ -e /proc/$$/fd/2 ]"));
+  EXPECT_EQ(child.wait().exit_code(), 0);
+}
+
 TEST(ChildProcess, ExecFailureIsAnExceptionNotAnExitCode) {
   try {
     ChildProcess::spawn({"/nonexistent/fetchd", "run"});
@@ -122,6 +145,20 @@ TEST(ChildStdout, ToStderrKeepsStdoutFree) {
   auto child = ChildProcess::spawn(sh("echo to-stderr"), ChildStdout::kToStderr);
   EXPECT_EQ(child.stdout_fd(), -1);
   EXPECT_TRUE(child.wait().success());
+}
+
+TEST(ChildStdout, PipeWithStderrCapturesBoth) {
+  auto child = ChildProcess::spawn(sh("echo out; echo err >&2"), ChildStdout::kPipeWithStderr);
+  auto output = read_output(child.stdout_fd(), 10s);
+  EXPECT_EQ(output, "out\nerr\n");
+  EXPECT_TRUE(child.wait().success());
+}
+
+TEST(ReadOutput, StopsAtTheByteLimitAndAtTheTimeout) {
+  auto chatty = ChildProcess::spawn(sh("printf '%0100d'"), ChildStdout::kPipe);
+  EXPECT_EQ(read_output(chatty.stdout_fd(), 10s, 10), std::string(10, '0'));
+  auto silent = ChildProcess::spawn({"/bin/sleep", "1000"}, ChildStdout::kPipe);
+  EXPECT_EQ(read_output(silent.stdout_fd(), 20ms), "");
 }
 
 TEST(UniqueFd, ClosesOnReset) {

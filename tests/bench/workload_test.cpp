@@ -34,7 +34,7 @@ TEST(FileName, IsPaddedToSortInJobOrder) {
 }
 
 TEST(MakeWorkload, OneDistinctSeedAndNamePerFile) {
-  WorkloadSpec spec{.files = 1000, .size = 4096};
+  WorkloadSpec spec{.files = 1000, .size = 4096, .latency = std::chrono::milliseconds(0)};
   auto files = make_workload(spec, "http://127.0.0.1:8080/", fake_sha256);
   ASSERT_EQ(files.size(), 1000U);
   std::set<std::uint64_t> seeds;
@@ -51,6 +51,13 @@ TEST(MakeWorkload, OneDistinctSeedAndNamePerFile) {
   EXPECT_EQ(files[999].url, "http://127.0.0.1:8080/bytes/4096/f01000.bin?seed=1000");
 }
 
+TEST(MakeWorkload, EachUrlAsksForTheLatency) {
+  WorkloadSpec spec{.files = 2, .size = 10, .latency = std::chrono::milliseconds(25)};
+  auto files = make_workload(spec, "http://127.0.0.1:8080", fake_sha256);
+  EXPECT_EQ(files[0].url, "http://127.0.0.1:8080/bytes/10/f00001.bin?seed=1&latency=25ms");
+  EXPECT_EQ(files[1].url, "http://127.0.0.1:8080/bytes/10/f00002.bin?seed=2&latency=25ms");
+}
+
 TEST(MakeWorkload, UsesTheOriginsDigestByDefault) {
   WorkloadSpec spec{.files = 3, .size = 1000};
   auto files = make_workload(spec, "http://127.0.0.1:1", origin::body_sha256_hex);
@@ -64,7 +71,8 @@ TEST(JobList, InlineChecksLoadWithTheRealConfigLoader) {
   const auto out_dir = dir.path() / "out: \"x\" #1";
   WorkloadSpec spec{.files = 20, .size = 1024};
   auto files = make_workload(spec, "http://127.0.0.1:8080", fake_sha256);
-  auto list = make_job_list({"event-loop", 8, out_dir, false}, files, kRealLimits);
+  auto list =
+      make_job_list({.strategy = "event-loop", .concurrency = 8, .output_dir = out_dir}, files, kRealLimits);
   ASSERT_TRUE(list.inline_checks);
   EXPECT_TRUE(list.urls_files.empty());
 
@@ -88,7 +96,8 @@ TEST(JobList, InlineChecksLoadWithTheRealConfigLoader) {
 TEST(JobList, FsyncIsPassedOn) {
   auto dir = TempDir::create("fetchd-bench-test-");
   auto files = make_workload({.files = 1, .size = 1}, "http://127.0.0.1:8080", fake_sha256);
-  auto list = make_job_list({"event-loop", 1, dir.path() / "out", true}, files, kRealLimits);
+  auto list = make_job_list({.strategy = "event-loop", .output_dir = dir.path() / "out", .fsync = true},
+                            files, kRealLimits);
   EXPECT_TRUE(config::load_config_text(list.yaml, "jobs.yaml", dir.path()).output.fsync);
 }
 
@@ -96,7 +105,8 @@ TEST(JobList, TooBigForTheLoaderFallsBackToUrlFilesUnderTheLimit) {
   auto dir = TempDir::create("fetchd-bench-test-");
   auto files = make_workload({.files = 100, .size = 4096}, "http://127.0.0.1:8080", fake_sha256);
   const JobListLimits small{.max_config_bytes = 2000, .max_urls_file_bytes = 1000};
-  auto list = make_job_list({"event-loop", 8, dir.path() / "out", false}, files, small);
+  auto list = make_job_list({.strategy = "event-loop", .concurrency = 8, .output_dir = dir.path() / "out"},
+                            files, small);
   ASSERT_FALSE(list.inline_checks);
   ASSERT_GT(list.urls_files.size(), 1U);
   EXPECT_LE(list.yaml.size(), small.max_config_bytes);
@@ -119,9 +129,40 @@ TEST(JobList, TooBigForTheLoaderFallsBackToUrlFilesUnderTheLimit) {
 TEST(JobList, TheDefaultWorkloadNeedsUrlFilesWithTodaysLoaderLimit) {
   // Documents why bench's default row runs without inline checks (see JobList::inline_checks).
   auto files = make_workload({}, "http://127.0.0.1:65535", fake_sha256);
-  auto list = make_job_list({"event-loop", 1000, "/tmp/fetchd-bench-XXXXXX/out", false}, files, kRealLimits);
+  auto list = make_job_list(
+      {.strategy = "event-loop", .concurrency = 1000, .output_dir = "/tmp/fetchd-bench-XXXXXX/out"}, files,
+      kRealLimits);
   EXPECT_FALSE(list.inline_checks);
   EXPECT_EQ(list.urls_files.size(), 1U);
+}
+
+TEST(JobList, ProcessPoolSettingsLoadWithTheRealConfigLoader) {
+  auto dir = TempDir::create("fetchd-bench-test-");
+  auto files = make_workload({.files = 4, .size = 1}, "http://127.0.0.1:8080", fake_sha256);
+  auto list = make_job_list({.strategy = "process-pool",
+                             .concurrency = 8,
+                             .output_dir = dir.path() / "out",
+                             .workers = 8,
+                             .inner = "blocking"},
+                            files, kRealLimits);
+  EXPECT_NE(
+      list.yaml.find("strategy: { kind: \"process-pool\", concurrency: 8, workers: 8, inner: \"blocking\" }"),
+      std::string::npos)
+      << list.yaml;
+  auto cfg = config::load_config_text(list.yaml, "jobs.yaml", dir.path());
+  EXPECT_EQ(cfg.strategy.kind, config::StrategyKind::kProcessPool);
+  EXPECT_EQ(cfg.strategy.workers, 8);
+  EXPECT_EQ(cfg.strategy.inner, config::InnerKind::kBlocking);
+}
+
+TEST(JobList, WithoutFilesIsAnEmptyJobListTheLoaderAccepts) {
+  auto dir = TempDir::create("fetchd-bench-test-");
+  auto list = make_job_list({.strategy = "thread-pool", .concurrency = 2, .output_dir = dir.path() / "out"},
+                            {}, kRealLimits);
+  EXPECT_TRUE(list.inline_checks);
+  auto cfg = config::load_config_text(list.yaml, "jobs.yaml", dir.path());
+  EXPECT_EQ(cfg.strategy.kind, config::StrategyKind::kThreadPool);
+  EXPECT_TRUE(cfg.jobs.empty());
 }
 
 TEST(DescribeWorkload, NamesEverythingThatShapesTheNumbers) {

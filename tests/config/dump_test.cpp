@@ -42,6 +42,7 @@ jobs:
     dest: "ünïcode/#not-a-comment: yes"
   - urls_file: lists/more.txt
 )yaml",
+    "strategy: {kind: process-pool, concurrency: 5, workers: 5, inner: blocking}\n",
 };
 
 class DumpTest : public ConfigTest {
@@ -70,7 +71,7 @@ TEST_F(DumpTest, EveryKeyIsPrintedWithHumanUnits) {
            "conf/fetchd.yaml");
   std::string out = dump_config(c);
   for (const char* expected :
-       {"strategy:\n  kind: event-loop\n  concurrency: 256\n  workers: 0\n",
+       {"strategy:\n  kind: event-loop\n  concurrency: 256\n  workers: 0\n  inner: event-loop\n",
         "  on_exists: skip\n  fsync: true\n",
         "  timeout: 5m\n  connect_timeout: 10s\n  low_speed:\n    limit: 64KiB\n    time: 30s\n  retries: 3\n"
         "  max_redirects: 10\n  user_agent: \"fetchd/",

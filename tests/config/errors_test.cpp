@@ -81,6 +81,28 @@ TEST_F(ConfigTest, UnknownEnumValuesListTheAllowedOnes) {
                             "expected one of: trace, debug, info, warn, error, off"));
 }
 
+TEST_F(ConfigTest, ProcessPoolInnerIsChecked) {
+  EXPECT_TRUE(rejected_with("strategy:\n  inner: async\n", "strategy.inner", 2,
+                            "unknown inner strategy 'async'; expected one of: event-loop, blocking"));
+  EXPECT_TRUE(
+      rejected_with("strategy:\n  inner: blockng\n", "strategy.inner", 2, "did you mean 'blocking'?"));
+  // blocking: one transfer per worker. The error points at inner, the key that asks for it.
+  EXPECT_TRUE(
+      rejected_with("strategy:\n  kind: process-pool\n  concurrency: 8\n  workers: 4\n  inner: blocking\n",
+                    "strategy.inner", 5, "workers must equal concurrency; set workers: 8 (got 4)"));
+  EXPECT_TRUE(rejected_with("strategy:\n  kind: process-pool\n  inner: blocking\n  concurrency: 16\n",
+                            "strategy.inner", 3, "set workers: 16 (got 0, which means one per CPU)"));
+  // More workers than transfers: refused, not clamped.
+  EXPECT_TRUE(rejected_with("strategy:\n  kind: process-pool\n  workers: 9\n  concurrency: 4\n",
+                            "strategy.workers", 3,
+                            "9 workers would leave some without a transfer: at most "
+                            "concurrency (4)"));
+  // One error at a time: a bad value is reported, not the combination it would make.
+  auto errs = errors("strategy:\n  kind: process-pool\n  workers: -1\n  inner: blocking\n");
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_EQ(errs[0].key, "strategy.workers");
+}
+
 TEST_F(ConfigTest, BooleansAreTrueOrFalse) {
   EXPECT_TRUE(
       rejected_with("output:\n  fsync: yes\n", "output.fsync", 2, "expected true or false, got 'yes'"));

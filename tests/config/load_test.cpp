@@ -19,6 +19,8 @@ TEST_F(ConfigTest, EmptyFileGivesTheDefaults) {
     EXPECT_EQ(c.strategy.kind, StrategyKind::kEventLoop);
     EXPECT_EQ(c.strategy.concurrency, 256);
     EXPECT_EQ(c.strategy.workers, 0);
+    EXPECT_EQ(c.strategy.inner, InnerKind::kEventLoop);
+    EXPECT_EQ(c.strategy.worker_exe, "/proc/self/exe");
     EXPECT_EQ(c.output.dir, dir_.path() / "downloads");
     EXPECT_EQ(c.output.on_exists, core::OnExists::kSkip);
     EXPECT_TRUE(c.output.fsync);
@@ -35,6 +37,23 @@ TEST_F(ConfigTest, EmptyFileGivesTheDefaults) {
     EXPECT_TRUE(c.jobs.empty());
     EXPECT_EQ(c.source, dir_.path() / "fetchd.yaml");
   }
+}
+
+TEST_F(ConfigTest, ProcessPoolInnerStrategy) {
+  Config c = load("strategy: {kind: process-pool, concurrency: 8, workers: 2, inner: event-loop}\n");
+  EXPECT_EQ(c.strategy.inner, InnerKind::kEventLoop);
+  c = load("strategy: {kind: process-pool, concurrency: 8, workers: 8, inner: blocking}\n");
+  EXPECT_EQ(c.strategy.kind, StrategyKind::kProcessPool);
+  EXPECT_EQ(c.strategy.inner, InnerKind::kBlocking);
+  EXPECT_EQ(c.strategy.workers, 8);
+  // Other kinds ignore workers and inner, so their combination is not checked.
+  c = load("strategy: {kind: event-loop, concurrency: 8, workers: 20, inner: blocking}\n");
+  EXPECT_EQ(c.strategy.inner, InnerKind::kBlocking);
+  // workers: 0 (one per CPU) cannot be checked against concurrency here: the strategy clamps it.
+  c = load("strategy: {kind: process-pool, concurrency: 1}\n");
+  EXPECT_EQ(c.strategy.workers, 0);
+  EXPECT_EQ(to_string(InnerKind::kBlocking), "blocking");
+  EXPECT_EQ(to_string(InnerKind::kEventLoop), "event-loop");
 }
 
 TEST_F(ConfigTest, EmptySectionsAreFine) {

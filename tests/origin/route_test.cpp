@@ -157,6 +157,34 @@ TEST(Route, UnknownPathMethodAndLatency) {
   EXPECT_EQ(route_of(get("/bytes/1?latency=soon")).status, 400);
 }
 
+TEST(Route, RedirectChain) {
+  auto first = route_of(get("/redirect/3?to=/bytes/10/r.bin%3Fseed%3D4"));
+  EXPECT_EQ(first.status, 302);
+  const std::string head = head_of(first);
+  EXPECT_NE(head.find("Location: /redirect/2?to=/bytes/10/r.bin%3Fseed%3D4\r\n"), std::string::npos) << head;
+  // Each hop's Location decodes back to the same target, and the last one is the target itself.
+  auto last = route_of(get("/redirect/1?to=/bytes/10/r.bin%3Fseed%3D4"));
+  EXPECT_EQ(last.status, 302);
+  EXPECT_NE(head_of(last).find("Location: /bytes/10/r.bin?seed=4\r\n"), std::string::npos);
+  EXPECT_NE(head_of(route_of(get("/redirect/2?to=/a%20b%26c"))).find("Location: /redirect/1?to=/a%20b%26c\r\n"),
+            std::string::npos);
+  EXPECT_EQ(route_of(get("/redirect/0?to=/x")).status, 400);
+  EXPECT_EQ(route_of(get("/redirect/x?to=/x")).status, 400);
+  EXPECT_EQ(route_of(get("/redirect/1")).status, 400);
+  EXPECT_EQ(route_of(get("/redirect/1?to=http://elsewhere/")).status, 400);  // same origin only
+  EXPECT_EQ(route_of(get("/redirect/1?to=//elsewhere/")).status, 400);
+  EXPECT_EQ(route_of(get("/redirect/1?to=/x%0d%0aSet-Cookie:%20a=b")).status, 400);  // no header splitting
+}
+
+TEST(Route, RedirectTo) {
+  auto r = route_of(get("/redirect-to?url=file%3A%2F%2F%2Fetc%2Fpasswd"));
+  EXPECT_EQ(r.status, 302);
+  EXPECT_NE(head_of(r).find("Location: file:///etc/passwd\r\n"), std::string::npos);
+  EXPECT_EQ(route_of(get("/redirect-to")).status, 400);
+  EXPECT_EQ(route_of(get("/redirect-to?url=")).status, 400);
+  EXPECT_EQ(route_of(get("/redirect-tox?url=/")).status, 404);
+}
+
 TEST(Route, HeadConnectionHeaders) {
   auto r = route_of(get("/bytes/1"));
   EXPECT_NE(head_of(r, 1, false).find("Connection: close\r\n"), std::string::npos);

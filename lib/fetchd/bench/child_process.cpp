@@ -90,7 +90,8 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv, ChildStdo
   UniqueFd exec_error_write(fds[1]);
   UniqueFd stdout_read;
   UniqueFd stdout_write;
-  if (out == ChildStdout::kPipe) {
+  const bool to_pipe = out == ChildStdout::kPipe || out == ChildStdout::kPipeWithStderr;
+  if (to_pipe) {
     if (::pipe2(fds, O_CLOEXEC) != 0) throw os_error(errno, "pipe2");
     stdout_read.reset(fds[0]);
     stdout_write.reset(fds[1]);
@@ -106,17 +107,20 @@ ChildProcess ChildProcess::spawn(const std::vector<std::string>& argv, ChildStdo
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(127);
     ::sigprocmask(SIG_SETMASK, &empty_mask, nullptr);
-    int target = out == ChildStdout::kPipe       ? stdout_write.get()
-                 : out == ChildStdout::kToStderr ? STDERR_FILENO
-                                                 : -1;
+    int target = to_pipe ? stdout_write.get() : out == ChildStdout::kToStderr ? STDERR_FILENO : -1;
     // dup2 onto itself would keep O_CLOEXEC (possible only if bench was started with stdout closed).
     bool failed = target == STDOUT_FILENO ? ::fcntl(target, F_SETFD, 0) < 0
                                           : target >= 0 && ::dup2(target, STDOUT_FILENO) < 0;
+    if (!failed && out == ChildStdout::kPipeWithStderr) failed = ::dup2(STDOUT_FILENO, STDERR_FILENO) < 0;
     if (failed) {
       int err = errno;
       [[maybe_unused]] auto n = ::write(exec_error_write.get(), &err, sizeof err);
       ::_exit(127);
     }
+    // Only stdin, stdout and stderr reach the child: descriptors bench itself inherited without O_CLOEXEC (a
+    // shell's, a CI runner's) would otherwise pass on to `fetchd run` and its workers. Best effort: before
+    // Linux 5.11 there is no close_range, and nothing else async-signal-safe closes them all.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     ::execv(args[0], args.data());
     int err = errno;
     [[maybe_unused]] auto n = ::write(exec_error_write.get(), &err, sizeof err);
@@ -260,6 +264,23 @@ LineResult read_first_line(int fd, std::chrono::milliseconds timeout, const std:
       return {Status::kTooLong, fmt::format("first line longer than {} bytes", max_bytes)};
     line += c;
   }
+}
+
+std::string read_output(int fd, std::chrono::milliseconds timeout, std::size_t max_bytes) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string out;
+  char buffer[4096];
+  while (out.size() < max_bytes) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, poll_ms(deadline));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    ssize_t n = ::read(fd, buffer, std::min(sizeof buffer, max_bytes - out.size()));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) break;
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+  return out;
 }
 
 }  // namespace fetchd::bench

@@ -50,8 +50,9 @@ struct ExitStatus {
 
 enum class ChildStdout {
   kInherit,
-  kToStderr,  // keeps bench's own stdout for the table
-  kPipe,      // readable through stdout_fd()
+  kToStderr,        // keeps bench's own stdout for the table
+  kPipe,            // readable through stdout_fd()
+  kPipeWithStderr,  // stdout and stderr both readable through stdout_fd()
 };
 
 class ChildProcess {
@@ -72,7 +73,7 @@ class ChildProcess {
 
   pid_t pid() const { return pid_; }  // -1 once reaped
   bool reaped() const { return pid_ < 0; }
-  int stdout_fd() const { return stdout_.get(); }  // -1 unless ChildStdout::kPipe
+  int stdout_fd() const { return stdout_.get(); }  // -1 unless ChildStdout::kPipe or kPipeWithStderr
   void close_stdout() { stdout_.reset(); }
 
   // Sends a signal unless the child was already reaped.
@@ -106,5 +107,8 @@ struct LineResult {
 // file, timeout, a read error, a line longer than `max_bytes`, or when `cancelled` says so after a signal.
 LineResult read_first_line(int fd, std::chrono::milliseconds timeout,
                            const std::function<bool()>& cancelled = {}, std::size_t max_bytes = 4096);
+
+// Reads from `fd` until end of file, `timeout`, or `max_bytes` (the rest is left unread). What was read.
+std::string read_output(int fd, std::chrono::milliseconds timeout, std::size_t max_bytes = 16384);
 
 }  // namespace fetchd::bench

@@ -10,8 +10,9 @@ namespace fetchd::bench {
 
 namespace {
 
-// Only event-loop exists so far; each strategy's issue appends its name here.
-constexpr std::string_view kAvailable[] = {"event-loop"};
+constexpr std::string_view kAvailable[] = {"event-loop", "curl-multi", "thread-pool", "process-pool"};
+constexpr std::uint64_t kMiB = 1024 * 1024;
+constexpr int kCustomConcurrency = 1000;
 
 std::string_view trim(std::string_view s) {
   constexpr std::string_view kBlanks = " \t";
@@ -92,25 +93,113 @@ std::optional<std::vector<std::string>> parse_strategy_list(std::string_view tex
   auto items = split_list(text, error);
   if (!items) return std::nullopt;
   if (items->size() == 1 && items->front() == "all") {
-    return std::vector<std::string>(kAvailable, kAvailable + std::size(kAvailable));
+    std::vector<std::string> all;
+    for (const auto& v : kBenchStrategies) all.emplace_back(v.name);
+    return all;
   }
-  const auto available = available_strategies();
   for (const auto& name : *items) {
     if (name == "all") {
       set_error(error, "'all' cannot be combined with other strategy names");
       return std::nullopt;
     }
-    if (std::ranges::find(kKnownStrategies, name) == std::end(kKnownStrategies)) {
-      set_error(error, fmt::format("unknown strategy '{}' (known: {})", name, join(kKnownStrategies)));
-      return std::nullopt;
-    }
-    if (std::ranges::find(available, name) == available.end()) {
-      set_error(error, fmt::format("strategy '{}' is not available in this build (available: {})", name,
-                                   join(available)));
+    if (find_strategy(name) == nullptr) {
+      std::vector<std::string_view> names;
+      for (const auto& v : kBenchStrategies) names.push_back(v.name);
+      set_error(error, fmt::format("unknown strategy '{}' (known: {})", name, join(names)));
       return std::nullopt;
     }
   }
   return items;
+}
+
+const StrategyVariant* find_strategy(std::string_view name) {
+  auto it = std::ranges::find(kBenchStrategies, name, &StrategyVariant::name);
+  return it == std::end(kBenchStrategies) ? nullptr : &*it;
+}
+
+int workers_for(const StrategyVariant& variant, int concurrency, int workers_option, int cpus) {
+  switch (variant.workers) {
+    case WorkersRule::kNone:
+      return 0;
+    case WorkersRule::kConcurrency:
+      return concurrency;
+    case WorkersRule::kOption:
+      break;
+  }
+  const int wanted = workers_option > 0 ? workers_option : std::max(cpus, 1);
+  return std::min(wanted, concurrency);
+}
+
+Profile latency_profile() {
+  return {"latency",
+          "many small files behind a per-request latency: concurrency is what matters",
+          WorkloadSpec{.files = 10'000, .size = 4096, .latency = std::chrono::milliseconds(25)},
+          {1000}};
+}
+
+Profile cpu_profile() {
+  return {"cpu",
+          "a few large files verified by SHA-256, no latency: CPU per byte is what matters",
+          WorkloadSpec{.files = 16, .size = 64 * kMiB, .latency = std::chrono::milliseconds(0)},
+          {16}};
+}
+
+std::optional<std::vector<Profile>> parse_profile_list(std::string_view text, std::string* error) {
+  auto items = split_list(text, error);
+  if (!items) return std::nullopt;
+  std::vector<Profile> profiles;
+  for (const auto& name : *items) {
+    if (name == "all") {
+      if (items->size() != 1) {
+        set_error(error, "'all' cannot be combined with other profile names");
+        return std::nullopt;
+      }
+      return std::vector<Profile>{latency_profile(), cpu_profile()};
+    }
+    if (name == "latency") {
+      profiles.push_back(latency_profile());
+    } else if (name == "cpu") {
+      profiles.push_back(cpu_profile());
+    } else {
+      set_error(error, fmt::format("unknown profile '{}' (known: latency, cpu, all)", name));
+      return std::nullopt;
+    }
+    if (std::ranges::count(*items, name) > 1) {
+      set_error(error, fmt::format("profile '{}' is named twice", name));
+      return std::nullopt;
+    }
+  }
+  return profiles;
+}
+
+std::optional<std::vector<Profile>> plan_profiles(const WorkloadArgs& args, std::string* error) {
+  const bool custom = args.files || args.size || args.latency;
+  std::vector<Profile> profiles;
+  if (custom) {
+    if (args.profile) {
+      set_error(
+          error,
+          "--profile cannot be combined with --files, --size or --latency (they define a custom workload)");
+      return std::nullopt;
+    }
+    Profile p = latency_profile();
+    p.name = "custom";
+    p.what = "the workload given by --files, --size and --latency";
+    if (args.files) p.workload.files = *args.files;
+    if (args.size) p.workload.size = *args.size;
+    if (args.latency) p.workload.latency = *args.latency;
+    p.concurrency = {kCustomConcurrency};
+    profiles.push_back(std::move(p));
+  } else {
+    auto parsed = parse_profile_list(args.profile.value_or("all"), error);
+    if (!parsed) return std::nullopt;
+    profiles = std::move(*parsed);
+  }
+  for (auto& p : profiles) {
+    p.workload.fsync = args.fsync;
+    if (args.concurrency) p.concurrency = *args.concurrency;
+  }
+  return profiles;
 }
 
 }  // namespace fetchd::bench

@@ -18,7 +18,9 @@ namespace fetchd::bench {
 struct WorkloadSpec {
   std::uint64_t files = 10'000;
   std::uint64_t size = 4096;
-  std::chrono::milliseconds latency{25};  // the origin's per-request delay
+  // The origin's delay before each response, asked for in each URL (`&latency=25ms`), so that one origin
+  // serves every profile.
+  std::chrono::milliseconds latency{25};
   bool fsync = false;
 };
 
@@ -43,10 +45,12 @@ std::vector<WorkloadFile> make_workload(const WorkloadSpec& spec, std::string_vi
                                         const ExpectedSha256& expected_sha256);
 
 struct JobListSettings {
-  std::string strategy;
+  std::string strategy{};  // strategy.kind
   int concurrency = 1;
-  std::filesystem::path output_dir;  // absolute
+  std::filesystem::path output_dir{};  // absolute
   bool fsync = false;
+  int workers = 0;      // strategy.workers of a process pool; 0: left out
+  std::string inner{};  // strategy.inner of a process pool; empty: left out
 };
 
 // The config loader's size limits (config.hpp), passed in so that tests can use small ones.
@@ -70,7 +74,8 @@ struct JobList {
 };
 
 // The job list for one row: overwrite (each row starts empty anyway), no retries (a failure must show, not be
-// papered over), log at warn so that the child's logging does not weigh on what is measured.
+// papered over), log at warn so that the child's logging does not weigh on what is measured. No files: an
+// empty job list (bench's probe of a strategy).
 JobList make_job_list(const JobListSettings& settings, std::span<const WorkloadFile> files,
                       const JobListLimits& limits);
 

@@ -46,6 +46,16 @@ std::optional<StrategyKind> strategy_kind_from_string(std::string_view s) {
   return std::nullopt;
 }
 
+std::string_view to_string(InnerKind k) {
+  switch (k) {
+    case InnerKind::kEventLoop:
+      return "event-loop";
+    case InnerKind::kBlocking:
+      return "blocking";
+  }
+  return "?";
+}
+
 std::string ConfigError::to_string() const {
   std::string out = file;
   if (line > 0) {

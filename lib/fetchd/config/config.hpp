@@ -19,10 +19,20 @@ enum class StrategyKind { kEventLoop, kCurlMulti, kThreadPool, kProcessPool };
 std::string_view to_string(StrategyKind k);
 std::optional<StrategyKind> strategy_kind_from_string(std::string_view s);
 
+// How a process-pool worker runs its share of the transfers: an event loop (many per worker), or one blocking
+// curl_easy_perform at a time (then every worker runs exactly one transfer: workers == concurrency).
+enum class InnerKind { kEventLoop, kBlocking };
+std::string_view to_string(InnerKind k);
+
 struct StrategyConfig {
   StrategyKind kind = StrategyKind::kEventLoop;
   int concurrency = 256;  // simultaneous transfers in total, >= 1
-  int workers = 0;        // process-pool only; 0 = number of CPUs
+  int workers = 0;        // process-pool only; 0 = number of CPUs (at most concurrency)
+  InnerKind inner = InnerKind::kEventLoop;  // process-pool only
+  // process-pool only, NOT read from YAML: the executable started as `<worker_exe> worker ...`. The running
+  // binary itself by default (the same inode even if the file was replaced on disk since); tests point it at
+  // the fetchd binary because their own executable has no `worker` subcommand.
+  std::string worker_exe = "/proc/self/exe";
 
   bool operator==(const StrategyConfig&) const = default;
 };

@@ -58,6 +58,7 @@ std::string dump_config(const Config& config, bool show_secrets) {
   out << YAML::Key << "kind" << YAML::Value << std::string(to_string(config.strategy.kind));
   out << YAML::Key << "concurrency" << YAML::Value << config.strategy.concurrency;
   out << YAML::Key << "workers" << YAML::Value << config.strategy.workers;
+  out << YAML::Key << "inner" << YAML::Value << std::string(to_string(config.strategy.inner));
   out << YAML::EndMap;
 
   out << YAML::Key << "output" << YAML::Value << YAML::BeginMap;

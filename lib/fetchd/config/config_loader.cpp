@@ -33,7 +33,7 @@ constexpr std::size_t kMaxVisitedNodes = 1'000'000;
 constexpr std::size_t kMaxShownChars = 60;
 
 const std::vector<std::string_view> kRootKeys{"strategy", "output", "defaults", "log", "jobs"};
-const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers"};
+const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers", "inner"};
 const std::vector<std::string_view> kOutputKeys{"dir", "on_exists", "fsync"};
 const std::vector<std::string_view> kDefaultsKeys{"timeout",       "connect_timeout", "low_speed", "retries",
                                                   "max_redirects", "user_agent",      "headers"};
@@ -498,6 +498,9 @@ class Loader {
 
   void strategy(const Entry& section) {
     auto& s = config_.strategy;
+    std::size_t errors_before = errors_.size();
+    Pos workers_at = section.key_pos;  // where a cross-key error points when the key itself is missing
+    Pos inner_at = section.key_pos;
     for (const auto& e : entries(section.value, section.key, section.key_pos, kStrategyKeys)) {
       if (e.name == "kind") {
         if (auto v = choice<StrategyKind>(e, "strategy kind",
@@ -511,7 +514,32 @@ class Loader {
         if (auto v = integer(e, 1)) s.concurrency = *v;
       } else if (e.name == "workers") {
         if (auto v = integer(e, 0)) s.workers = *v;
+        workers_at = e.value_pos();
+      } else if (e.name == "inner") {
+        if (auto v = choice<InnerKind>(
+                e, "inner strategy",
+                {{"event-loop", InnerKind::kEventLoop}, {"blocking", InnerKind::kBlocking}})) {
+          s.inner = *v;
+        }
+        inner_at = e.value_pos();
       }
+    }
+    // How the keys fit together, checked once each is valid on its own (otherwise it would only add noise),
+    // and only for process-pool: the other kinds ignore workers and inner.
+    if (errors_.size() != errors_before || s.kind != StrategyKind::kProcessPool) return;
+    if (s.inner == InnerKind::kBlocking && s.workers != s.concurrency) {
+      // Blocking workers run one transfer each, so there is nothing to choose: say what to write.
+      error(inner_at, child_key(section.key, "inner"),
+            fmt::format("'blocking' runs one transfer per worker, so workers must equal concurrency; set "
+                        "workers: {} (got {}{})",
+                        s.concurrency, s.workers, s.workers == 0 ? ", which means one per CPU" : ""));
+    } else if (s.workers > s.concurrency) {
+      // Refused rather than clamped: a worker without a transfer to run is a mistake worth pointing at.
+      // (workers: 0, one per CPU, is clamped to concurrency at start-up instead: the CPU count is not known
+      // here.)
+      error(workers_at, child_key(section.key, "workers"),
+            fmt::format("{} workers would leave some without a transfer: at most concurrency ({})", s.workers,
+                        s.concurrency));
     }
   }
 

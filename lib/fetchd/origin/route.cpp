@@ -107,9 +107,59 @@ void serve_status(const RouteContext& ctx) {
   ctx.out.set_text(status, status_text(status));
 }
 
+// A query value that query_param() decodes back to s: RFC 3986 unreserved characters and '/' stay as they are.
+std::string encode_query_value(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+        c == '_' || c == '~' || c == '/') {
+      out.push_back(ch);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+// A 302 to location. Control characters (a decoded %0d%0a) would split the header: refused.
+void redirect(Response& out, std::string_view location) {
+  for (const char ch : location) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return out.set_text(400, "bad redirect location\n");
+  }
+  out.set_text(302, status_text(302));
+  out.add_header("Location", location);
+}
+
+// /redirect/<n>?to=<path>: a chain of n (>= 1) redirects on this origin, each to /redirect/<n-1>, the last to
+// <path> (an absolute path here; /redirect-to leaves the origin).
+void serve_redirect(const RouteContext& ctx) {
+  auto hops = parse_u64(first_segment(ctx.rest));
+  if (!hops || *hops == 0) return ctx.out.set_text(400, "bad redirect count\n");
+  auto to = query_param(ctx.query, "to");
+  // "//host/x" would be another origin (a network-path reference, RFC 3986 §4.2): that is /redirect-to's job.
+  if (!to || !to->starts_with('/') || to->starts_with("//")) return ctx.out.set_text(400, "bad redirect target\n");
+  if (*hops == 1) return redirect(ctx.out, *to);
+  redirect(ctx.out, fmt::format("/redirect/{}?to={}", *hops - 1, encode_query_value(*to)));
+}
+
+// /redirect-to?url=<absolute-url>: one redirect to any URL, including schemes a client must refuse (file:).
+void serve_redirect_to(const RouteContext& ctx) {
+  if (!ctx.rest.empty()) return ctx.out.set_text(404, status_text(404));  // "/redirect-toX" is not this route
+  auto url = query_param(ctx.query, "url");
+  if (!url || url->empty()) return ctx.out.set_text(400, "bad redirect url\n");
+  redirect(ctx.out, *url);
+}
+
 constexpr std::array kRoutes{
     Route{"/bytes/", &serve_bytes},
     Route{"/status/", &serve_status},
+    Route{"/redirect/", &serve_redirect},
+    Route{"/redirect-to", &serve_redirect_to},
 };
 
 }  // namespace
