@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/origin/http.hpp"
+#include "fetchd/core/text.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -20,30 +21,6 @@ std::optional<std::uint64_t> parse_u64(std::string_view s) {
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
   return v;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    int hi = 0;
-    int lo = 0;
-    if (s[i] == '%' && i + 2 < s.size() && (hi = hex_value(s[i + 1])) >= 0 &&
-        (lo = hex_value(s[i + 2])) >= 0) {
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -171,7 +148,7 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
     auto eq = pair.find('=');
     auto name = pair.substr(0, eq);
     if (name == key)
-      return percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+      return core::percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
     query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
   }
   return std::nullopt;
