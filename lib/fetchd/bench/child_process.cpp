@@ -41,20 +41,6 @@ int poll_ms(std::chrono::steady_clock::time_point deadline) {
 
 }  // namespace
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) reset(other.release());
-  return *this;
-}
-
-int UniqueFd::release() {
-  return std::exchange(fd_, -1);
-}
-
-void UniqueFd::reset(int fd) {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
 bool ExitStatus::success() const {
   return exit_code() == 0;
 }

@@ -13,27 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "fetchd/core/unique_fd.hpp"
+
 namespace fetchd::bench {
 
-// A file descriptor with exactly one owner; closed on destruction.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  int release();
-  void reset(int fd = -1);
-
- private:
-  int fd_ = -1;
-};
+using core::UniqueFd;
 
 struct ExitStatus {
   int wait_status = 0;  // as filled in by wait4()

@@ -20,6 +20,7 @@
 #include "fetchd/core/units.hpp"
 #include "fetchd/core/version.hpp"
 #include "fetchd/curl/curl.hpp"
+#include "fetchd/config/validate.hpp"
 #include "text_util.hpp"
 
 namespace fetchd::config {
@@ -30,7 +31,6 @@ namespace {
 
 // Aliases can make a small document expand to a huge tree; stop walking long before that hurts.
 constexpr std::size_t kMaxVisitedNodes = 1'000'000;
-constexpr std::size_t kMaxShownChars = 60;
 
 const std::vector<std::string_view> kRootKeys{"strategy", "output", "defaults", "log", "jobs"};
 const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers", "inner"};
@@ -56,30 +56,8 @@ Pos pos_of(const YAML::Node& n) {
   return pos_of(n.Mark());
 }
 
-// Control characters would break the one-error-per-line format; show them escaped.
-std::string escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-// A user-supplied value quoted for a message: escaped and cut short.
-std::string show(std::string_view s) {
-  std::string e = escape(s);
-  if (e.size() > kMaxShownChars) {
-    std::size_t cut = kMaxShownChars;
-    while (cut > 0 && (static_cast<unsigned char>(e[cut]) & 0xc0) == 0x80) --cut;
-    e = e.substr(0, cut) + "...";
-  }
-  return "'" + e + "'";
-}
+using detail::escape;
+using detail::show;
 
 std::string kind_of(const YAML::Node& n) {
   switch (n.Type()) {
@@ -101,11 +79,6 @@ std::string child_key(const std::string& path, std::string_view name) {
   return path.empty() ? escape(name) : path + "." + escape(name);
 }
 
-bool is_token_char(char c) {
-  // RFC 9110 §5.6.2 tchar.
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
 
 bool is_hex(char c) {
   return std::isxdigit(static_cast<unsigned char>(c)) != 0;
@@ -418,14 +391,11 @@ class Loader {
   std::optional<std::string> header_text(const Entry& e, std::string_view expected) {
     auto s = scalar(e, expected);
     if (!s) return std::nullopt;
-    for (char c : *s) {
-      auto u = static_cast<unsigned char>(c);
-      if ((u < 0x20 && c != '\t') || u == 0x7f) {
-        // Never echo the value: it may be a secret.
-        error(e.value_pos(), e.key,
-              "contains a control character (CR, LF, NUL or similar); header values must be a single line");
-        return std::nullopt;
-      }
+    if (!config::header_value_ok(*s)) {
+      // Never echo the value: it may be a secret.
+      error(e.value_pos(), e.key,
+            "contains a control character (CR, LF, NUL or similar); header values must be a single line");
+      return std::nullopt;
     }
     return s;
   }
@@ -436,7 +406,7 @@ class Loader {
     auto list =
         entries(section.value, section.key, section.key_pos, {}, /*any_key=*/true, /*case_insensitive=*/true);
     for (const auto& e : list) {
-      if (e.name.empty() || !std::all_of(e.name.begin(), e.name.end(), is_token_char)) {
+      if (!config::header_name_ok(e.name)) {
         error(e.key_pos, e.key,
               fmt::format("header name {} is not valid (letters, digits and !#$%&'*+-.^_`|~ only)",
                           show(e.name)));
@@ -452,38 +422,6 @@ class Loader {
     }
     if (!ok) return std::nullopt;
     return out;
-  }
-
-  // Checks a URL with curl's parser (the one that will fetch it). Returns the error message, or "" when fine.
-  static std::string url_problem(const std::string& url) {
-    if (url.empty()) return "URL is empty";
-    if (!detail::is_valid_utf8(url)) return "URL is not valid UTF-8";
-    for (char c : url) {
-      auto u = static_cast<unsigned char>(c);
-      if (u <= 0x20 || u == 0x7f)
-        return "URL contains a space or control character (percent-encode it, e.g. %20)";
-    }
-    auto scheme_end = url.find("://");
-    if (scheme_end == std::string::npos) return "URL has no scheme; it must start with http:// or https://";
-    // Checked before curl parses it: curl would refuse "file:///x" for having no host, which misses the
-    // point.
-    std::string_view scheme = std::string_view(url).substr(0, scheme_end);
-    bool plain = !scheme.empty() && std::all_of(scheme.begin(), scheme.end(), [](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '+' || c == '-' || c == '.';
-    });
-    // Not shown when it is not a plain scheme: it could be "user:password@host" of a URL missing its scheme.
-    if (!plain) return "URL has no valid scheme; it must start with http:// or https://";
-    if (!detail::iequals(scheme, "http") && !detail::iequals(scheme, "https")) {
-      return fmt::format("URL scheme {} is not allowed (use http or https)", show(scheme));
-    }
-    std::string why;
-    auto parsed = curl::parse_url(url, &why);
-    // curl's messages never contain the URL itself, so userinfo cannot leak through them.
-    if (!parsed) return fmt::format("invalid URL: {}", why);
-    if (parsed->scheme != "http" && parsed->scheme != "https") {
-      return fmt::format("URL scheme {} is not allowed (use http or https)", show(parsed->scheme));
-    }
-    return {};
   }
 
   void root(const YAML::Node& node) {
@@ -672,7 +610,7 @@ class Loader {
     if (!url) {
       error(pos, key, "missing 'url' (or 'urls_file')");
     } else if (auto s = scalar(*url, "a URL")) {
-      if (std::string why = url_problem(*s); !why.empty()) {
+      if (std::string why = config::url_problem(*s); !why.empty()) {
         error(url->value_pos(), url->key, why);
       } else {
         job.url = std::move(*s);
@@ -757,7 +695,7 @@ class Loader {
         }
       }
       std::string url_text(url);
-      if (std::string problem = url_problem(url_text); !problem.empty()) {
+      if (std::string problem = config::url_problem(url_text); !problem.empty()) {
         error(site, problem);
         continue;
       }

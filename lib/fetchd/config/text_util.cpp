@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cctype>
 #include <numeric>
+#include <string_view>
+
+#include <fmt/format.h>
 
 namespace fetchd::config::detail {
 namespace {
@@ -110,6 +113,35 @@ std::string replace_userinfo(std::string_view url, std::string_view replacement)
   out += replacement;
   out += url.substr(authority + at);
   return out;
+}
+
+std::string escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string show(std::string_view s) {
+  constexpr std::size_t kMaxShownChars = 60;
+  std::string e = escape(s);
+  if (e.size() > kMaxShownChars) {
+    std::size_t cut = kMaxShownChars;
+    while (cut > 0 && (static_cast<unsigned char>(e[cut]) & 0xc0) == 0x80) --cut;
+    e = e.substr(0, cut) + "...";
+  }
+  return "'" + e + "'";
+}
+
+bool is_token_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
 }  // namespace fetchd::config::detail

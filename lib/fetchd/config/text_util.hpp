@@ -25,6 +25,13 @@ std::string join(const std::vector<std::string_view>& items);
 
 bool is_valid_utf8(std::string_view s);
 
+// Control characters would break the one-error-per-line format; shown as \xNN.
+std::string escape(std::string_view s);
+// A user-supplied value quoted for a message: escaped, cut short, in single quotes.
+std::string show(std::string_view s);
+// RFC 9110 §5.6.2 tchar (header names).
+bool is_token_char(char c);
+
 // The URL with its userinfo ("user:pass@") replaced by `replacement`; unchanged when it has none.
 std::string replace_userinfo(std::string_view url, std::string_view replacement);
 

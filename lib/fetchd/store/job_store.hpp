@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// The durable job store: every job the daemon acknowledged, its state, attempts and last error. An interface,
+// so the scheduler side never knows the backend (SQLite now; a shared Redis Streams queue is planned).
+// Every write goes through commit(): one transaction per call, so the daemon groups a loop iteration's submits
+// and state changes into one fsync, and acknowledges nothing before commit() returned.
+// Thread: one thread (the control loop) uses a store; it is not shared.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fetchd/core/transfer_types.hpp"
+
+namespace fetchd::store {
+
+enum class State { kQueued, kRunning, kDone, kFailed, kCancelled };
+std::string_view to_string(State s);  // "queued", "running", "done", "failed", "cancelled"
+std::optional<State> state_from_string(std::string_view s);
+inline bool finished(State s) { return s == State::kDone || s == State::kFailed || s == State::kCancelled; }
+
+// A job as submitted (already validated: http(s) URL, absolute confined dest, valid headers).
+struct NewJob {
+  // Idempotency key; empty = none. A key that exists already (in any state) makes the submit a no-op that
+  // returns the existing job. Config jobs use "config:" + dest + "\n" + url; clients' keys get "client:".
+  std::string key;
+  std::string url;
+  std::string dest;  // absolute path
+  std::optional<std::string> sha256;  // lowercase hex
+  std::optional<std::uint64_t> size;
+  core::Headers headers;  // may hold secrets: stored (the db is private to the daemon), never logged
+  int priority = 0;       // higher runs first
+};
+
+struct Job {
+  core::JobId id = 0;
+  std::string key;
+  std::string url;
+  std::string dest;
+  std::optional<std::string> sha256;
+  std::optional<std::uint64_t> size;
+  core::Headers headers;
+  int priority = 0;
+  State state = State::kQueued;
+  int attempts = 0;
+  std::string error;         // the last attempt's error message; "" when none
+  std::uint64_t bytes = 0;   // body bytes of the last attempt
+  std::int64_t created_ms = 0;   // Unix epoch milliseconds
+  std::int64_t updated_ms = 0;
+  std::int64_t finished_ms = 0;  // 0 while unfinished
+};
+
+// A state change of one job. Fields are absolute values, not deltas.
+struct Update {
+  core::JobId id = 0;
+  State state = State::kQueued;
+  int attempts = 0;
+  std::string error;
+  std::uint64_t bytes = 0;
+};
+
+struct SubmitOutcome {
+  enum class Kind { kCreated, kExisting, kConflict };
+  Kind kind = Kind::kCreated;
+  // kCreated: the new id; kExisting: the job that holds the key; kConflict: the unfinished job that already
+  // writes to the same dest (two transfers must never share a .part).
+  core::JobId id = 0;
+  State state = State::kQueued;  // of that job
+};
+
+struct Batch {
+  std::vector<NewJob> submits;
+  std::vector<Update> updates;
+  bool empty() const { return submits.empty() && updates.empty(); }
+};
+
+struct BatchResult {
+  std::vector<SubmitOutcome> submits;  // one per Batch::submits, same order
+};
+
+// Keyset position in the run order (priority descending, then id ascending).
+struct Cursor {
+  int priority = 0;
+  core::JobId id = 0;
+};
+
+struct Counts {
+  std::uint64_t queued = 0, running = 0, done = 0, failed = 0, cancelled = 0;
+};
+
+struct ListQuery {
+  std::optional<State> state;  // all states when absent
+  core::JobId after_id = 0;    // ids greater than this (keyset paging); 0 = from the start
+  std::uint64_t offset = 0;
+  std::uint64_t limit = 1000;
+};
+
+struct PruneLimits {
+  std::chrono::seconds max_age{std::chrono::hours(24 * 7)};  // finished jobs older than this go; 0 = keep
+  std::uint64_t max_finished = 100000;                        // keep at most this many finished jobs; 0 = keep
+};
+
+// Any failure of the backend (open, schema, I/O, full disk, corruption). The message names the database.
+class StoreError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+
+  // One transaction: every submit and update, or nothing (then it throws StoreError).
+  virtual BatchResult commit(const Batch& batch) = 0;
+  // Queued jobs in run order, strictly after `after` when given; at most `limit`.
+  virtual std::vector<Job> next_queued(std::optional<Cursor> after, std::size_t limit) = 0;
+  virtual std::optional<Job> get(core::JobId id) = 0;
+  virtual std::vector<Job> list(const ListQuery& query) = 0;
+  virtual Counts counts() = 0;
+  // At start-up: jobs a previous process left running go back to queued (their attempts are kept).
+  virtual std::uint64_t requeue_running() = 0;
+  // Deletes finished jobs beyond the limits (oldest first); never an unfinished one. Returns how many.
+  virtual std::uint64_t prune(const PruneLimits& limits) = 0;
+};
+
+enum class Synchronous { kFull, kNormal };
+
+struct SqliteOptions {
+  // FULL: a commit is on disk before commit() returns (survives power loss). NORMAL (with WAL): survives a
+  // process crash, but the last commits may be lost on power loss. See docs/configuration.md.
+  Synchronous synchronous = Synchronous::kFull;
+};
+
+// Opens (creating when missing) `path` (e.g. /var/lib/fetchd/jobs.db) in WAL mode. Throws StoreError naming the
+// file when it cannot be opened, is not a fetchd database, is corrupt, or has a newer schema.
+std::unique_ptr<JobStore> open_sqlite_store(const std::filesystem::path& path, const SqliteOptions& options = {});
+
+}  // namespace fetchd::store
