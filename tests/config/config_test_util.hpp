@@ -28,6 +28,9 @@ inline ::testing::AssertionResult same_config(const Config& a, const Config& b) 
   if (!same_options(a.defaults, b.defaults)) return ::testing::AssertionFailure() << "defaults differ";
   if (a.retries != b.retries) return ::testing::AssertionFailure() << "retries differ";
   if (!(a.log == b.log)) return ::testing::AssertionFailure() << "log differs";
+  if (!(a.control == b.control)) return ::testing::AssertionFailure() << "control differs";
+  if (!(a.state == b.state)) return ::testing::AssertionFailure() << "state differs";
+  if (!(a.shutdown == b.shutdown)) return ::testing::AssertionFailure() << "shutdown differs";
   if (a.jobs.size() != b.jobs.size()) {
     return ::testing::AssertionFailure() << "job count " << a.jobs.size() << " vs " << b.jobs.size();
   }

@@ -17,7 +17,8 @@ const std::string kHash(64, 'a');
 TEST_F(ConfigTest, UnknownTopLevelKeySuggestsTheClosest) {
   EXPECT_TRUE(rejected_with("jobs: []\nstratgy: {}\n", "stratgy", 2, "did you mean 'strategy'?"));
   EXPECT_TRUE(
-      rejected_with("verbose: true\n", "verbose", 1, "allowed: strategy, output, defaults, log, jobs"));
+      rejected_with("verbose: true\n", "verbose", 1,
+                    "allowed: strategy, output, defaults, log, control, state, shutdown, jobs"));
 }
 
 TEST_F(ConfigTest, UnknownNestedKeySuggestsTheClosest) {
@@ -30,6 +31,20 @@ TEST_F(ConfigTest, UnknownNestedKeySuggestsTheClosest) {
                             "did you mean 'limit'?"));
   EXPECT_TRUE(rejected_with("jobs:\n  - url: http://127.0.0.1/a\n    sha: x\n", "jobs[0].sha", 3,
                             "unknown key 'sha'"));
+}
+
+TEST_F(ConfigTest, DaemonSectionsRejectBadValues) {
+  EXPECT_TRUE(rejected_with("control:\n  mode: \"0999\"\n", "control.mode", 2, "expected an octal mode"));
+  EXPECT_TRUE(rejected_with("control:\n  mode: \"01777\"\n", "control.mode", 2, "expected an octal mode"));
+  EXPECT_TRUE(rejected_with("control:\n  tcp: \"0.0.0.0:7070\"\n", "control.tcp", 2, "loopback only"));
+  EXPECT_TRUE(rejected_with("control:\n  tcp: \"127.0.0.1:99999\"\n", "control.tcp", 2, "loopback only"));
+  EXPECT_TRUE(rejected_with("control:\n  socket: /" + std::string(120, 's') + "\n", "control.socket", 2,
+                            "at most 107"));
+  EXPECT_TRUE(rejected_with("control:\n  max_connections: 0\n", "control.max_connections", 2, "at least 1"));
+  EXPECT_TRUE(rejected_with("state:\n  synchronous: off\n", "state.synchronous", 2, "expected one of: full"));
+  EXPECT_TRUE(rejected_with("state:\n  history:\n    max_age: soon\n", "state.history.max_age", 3, "soon"));
+  EXPECT_TRUE(rejected_with("state:\n  histroy: {}\n", "state.histroy", 2, "did you mean 'history'?"));
+  EXPECT_TRUE(rejected_with("shutdown:\n  grace: -1s\n", "shutdown.grace", 2, ""));
 }
 
 TEST_F(ConfigTest, ConcurrencyMustBePositive) {

@@ -34,6 +34,11 @@ TEST_F(ConfigTest, EmptyFileGivesTheDefaults) {
     EXPECT_EQ(c.retries, 3);
     EXPECT_EQ(c.log.level, "info");
     EXPECT_EQ(c.log.interval, std::chrono::seconds(5));
+    EXPECT_EQ(c.control.socket, "/run/fetchd/fetchd.sock");
+    EXPECT_EQ(c.control.mode, 0660u);
+    EXPECT_EQ(c.state.dir, "/var/lib/fetchd");
+    EXPECT_EQ(c.state.synchronous, Synchronous::kFull);
+    EXPECT_EQ(c.shutdown.grace, std::chrono::seconds(30));
     EXPECT_TRUE(c.jobs.empty());
     EXPECT_EQ(c.source, dir_.path() / "fetchd.yaml");
   }
@@ -76,6 +81,9 @@ defaults:
   user_agent: "agent/1.0 (test)"
   headers: { X-Example: "1", Accept: "*/*" }
 log: { level: debug, interval: 1.5s }
+control: { socket: run/ctl.sock, mode: "0640", group: staff, tcp: "127.0.0.1:7070", max_connections: 50 }
+state: { dir: state, synchronous: normal, history: { max_age: 2d, max_jobs: 10 } }
+shutdown: { grace: 90s }
 jobs:
   - url: http://127.0.0.1:8080/a.bin
     dest: sub/a.bin
@@ -101,12 +109,22 @@ jobs:
   EXPECT_EQ(c.log.level, "debug");
   EXPECT_EQ(c.log.interval, milliseconds(1500));
   ASSERT_EQ(c.jobs.size(), 2u);
+  EXPECT_EQ(c.control.socket, dir_.path() / "run/ctl.sock");
+  EXPECT_EQ(c.control.mode, 0640u);
+  EXPECT_EQ(c.control.group, "staff");
+  EXPECT_EQ(c.control.tcp, "127.0.0.1:7070");
+  EXPECT_EQ(c.control.max_connections, 50);
+  EXPECT_EQ(c.state.dir, dir_.path() / "state");
+  EXPECT_EQ(c.state.synchronous, Synchronous::kNormal);
+  EXPECT_EQ(c.state.history_max_age, std::chrono::hours(48));
+  EXPECT_EQ(c.state.history_max_jobs, 10u);
+  EXPECT_EQ(c.shutdown.grace, milliseconds(90'000));
   EXPECT_EQ(c.jobs[0].url, "http://127.0.0.1:8080/a.bin");
   EXPECT_EQ(c.jobs[0].dest, "sub/a.bin");
   EXPECT_EQ(c.jobs[0].sha256, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
   EXPECT_EQ(c.jobs[0].size, 4096u);
   EXPECT_EQ(c.jobs[0].headers, (core::Headers{{"Authorization", "Bearer t0ken"}}));
-  EXPECT_EQ(c.jobs[0].origin, (dir_.path() / "fetchd.yaml").string() + ":14");
+  EXPECT_EQ(c.jobs[0].origin, (dir_.path() / "fetchd.yaml").string() + ":17");
   EXPECT_EQ(c.dest_path(c.jobs[0]), dir_.path() / "out/files/sub/a.bin");
   EXPECT_EQ(c.jobs[1].dest, "1");
   EXPECT_FALSE(c.jobs[1].sha256);

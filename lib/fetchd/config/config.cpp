@@ -46,6 +46,10 @@ std::optional<StrategyKind> strategy_kind_from_string(std::string_view s) {
   return std::nullopt;
 }
 
+std::string_view to_string(Synchronous s) {
+  return s == Synchronous::kFull ? "full" : "normal";
+}
+
 std::string_view to_string(InnerKind k) {
   switch (k) {
     case InnerKind::kEventLoop:

@@ -52,6 +52,36 @@ struct LogConfig {
   bool operator==(const LogConfig&) const = default;
 };
 
+// The daemon's control socket (fetchd serve). Ignored when systemd passes the sockets (socket activation).
+struct ControlConfig {
+  std::filesystem::path socket = "/run/fetchd/fetchd.sock";  // absolute after loading
+  unsigned mode = 0660;   // permission bits of the socket file
+  std::string group;      // group owning the socket file; "" = the daemon's primary group
+  std::string tcp;        // "host:port" of an extra loopback-only listener; "" = none
+  int max_connections = 1024;
+
+  bool operator==(const ControlConfig&) const = default;
+};
+
+enum class Synchronous { kFull, kNormal };
+std::string_view to_string(Synchronous s);
+
+// The durable job store (fetchd serve).
+struct StateConfig {
+  std::filesystem::path dir = "/var/lib/fetchd";  // holds jobs.db; absolute after loading
+  Synchronous synchronous = Synchronous::kFull;
+  std::chrono::milliseconds history_max_age{std::chrono::hours(24 * 7)};  // finished jobs older are pruned
+  std::uint64_t history_max_jobs = 100000;  // at most this many finished jobs are kept
+
+  bool operator==(const StateConfig&) const = default;
+};
+
+struct ShutdownConfig {
+  std::chrono::milliseconds grace{std::chrono::seconds(30)};  // SIGTERM: in-flight transfers may finish
+
+  bool operator==(const ShutdownConfig&) const = default;
+};
+
 struct Job {
   std::string url;
   std::string dest;  // relative to output.dir, normalized ("sub/a.bin"); absolute path = output.dir / dest
@@ -69,6 +99,9 @@ struct Config {
   core::TransferOptions defaults;  // user_agent defaults to "fetchd/<version>"
   int retries = 3;                 // retries after the first attempt, >= 0
   LogConfig log;
+  ControlConfig control;
+  StateConfig state;
+  ShutdownConfig shutdown;
   std::vector<Job> jobs;
 
   // defaults with the job's headers merged over (same name, case-insensitive, replaces).

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Printing: a Config as normalized YAML that loads back to an equal Config (with show_secrets).
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <stdexcept>
@@ -85,6 +86,29 @@ std::string dump_config(const Config& config, bool show_secrets) {
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "level" << YAML::Value << config.log.level;
   out << YAML::Key << "interval" << YAML::Value << exact_duration(config.log.interval);
+  out << YAML::EndMap;
+
+  const auto& c = config.control;
+  out << YAML::Key << "control" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "socket" << YAML::Value << YAML::DoubleQuoted << c.socket.string();
+  out << YAML::Key << "mode" << YAML::Value << YAML::DoubleQuoted << fmt::format("{:04o}", c.mode);
+  out << YAML::Key << "group" << YAML::Value << YAML::DoubleQuoted << c.group;
+  out << YAML::Key << "tcp" << YAML::Value << YAML::DoubleQuoted << c.tcp;
+  out << YAML::Key << "max_connections" << YAML::Value << c.max_connections;
+  out << YAML::EndMap;
+
+  const auto& st = config.state;
+  out << YAML::Key << "state" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "dir" << YAML::Value << YAML::DoubleQuoted << st.dir.string();
+  out << YAML::Key << "synchronous" << YAML::Value << std::string(to_string(st.synchronous));
+  out << YAML::Key << "history" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "max_age" << YAML::Value << exact_duration(st.history_max_age);
+  out << YAML::Key << "max_jobs" << YAML::Value << st.history_max_jobs;
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+
+  out << YAML::Key << "shutdown" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "grace" << YAML::Value << exact_duration(config.shutdown.grace);
   out << YAML::EndMap;
 
   out << YAML::Key << "jobs" << YAML::Value << YAML::BeginSeq;

@@ -32,7 +32,12 @@ namespace {
 // Aliases can make a small document expand to a huge tree; stop walking long before that hurts.
 constexpr std::size_t kMaxVisitedNodes = 1'000'000;
 
-const std::vector<std::string_view> kRootKeys{"strategy", "output", "defaults", "log", "jobs"};
+const std::vector<std::string_view> kRootKeys{"strategy", "output",   "defaults", "log",
+                                              "control",  "state", "shutdown", "jobs"};
+const std::vector<std::string_view> kControlKeys{"socket", "mode", "group", "tcp", "max_connections"};
+const std::vector<std::string_view> kStateKeys{"dir", "synchronous", "history"};
+const std::vector<std::string_view> kHistoryKeys{"max_age", "max_jobs"};
+const std::vector<std::string_view> kShutdownKeys{"grace"};
 const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers", "inner"};
 const std::vector<std::string_view> kOutputKeys{"dir", "on_exists", "fsync"};
 const std::vector<std::string_view> kDefaultsKeys{"timeout",       "connect_timeout", "low_speed", "retries",
@@ -430,6 +435,9 @@ class Loader {
       if (e.name == "output") output(e);
       if (e.name == "defaults") defaults(e);
       if (e.name == "log") log(e);
+      if (e.name == "control") control(e);
+      if (e.name == "state") state(e);
+      if (e.name == "shutdown") shutdown(e);
       if (e.name == "jobs") jobs(e);
     }
   }
@@ -566,6 +574,99 @@ class Loader {
         if (auto v = choice<std::string_view>(e, "log level", levels)) l.level = std::string(*v);
       } else if (e.name == "interval") {
         if (auto v = duration(e)) l.interval = *v;
+      }
+    }
+  }
+
+  // A path for the daemon's own files: absolute after loading (relative to the config file's folder).
+  std::optional<fs::path> daemon_path(const Entry& e, std::string_view expected) {
+    auto s = scalar(e, expected);
+    if (!s) return std::nullopt;
+    if (s->empty() || s->find('\0') != std::string::npos) {
+      error(e.value_pos(), e.key, "must be a non-empty path without NUL bytes");
+      return std::nullopt;
+    }
+    return strip_trailing_separator((base_dir_ / *s).lexically_normal());
+  }
+
+  void control(const Entry& section) {
+    auto& c = config_.control;
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kControlKeys)) {
+      if (e.name == "socket") {
+        auto p = daemon_path(e, "a socket path");
+        if (!p) continue;
+        // sockaddr_un.sun_path holds 108 bytes including the NUL.
+        if (p->string().size() > 107) {
+          error(e.value_pos(), e.key, fmt::format("path is {} bytes; a Unix socket path has at most 107",
+                                                  p->string().size()));
+          continue;
+        }
+        c.socket = std::move(*p);
+      } else if (e.name == "mode") {
+        auto s = scalar(e, "an octal mode such as \"0660\"");
+        if (!s) continue;
+        unsigned mode = 0;
+        auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), mode, 8);
+        if (ec != std::errc() || end != s->data() + s->size() || s->empty() || mode > 0777) {
+          error(e.value_pos(), e.key, fmt::format("expected an octal mode such as \"0660\", got {}", show(*s)));
+          continue;
+        }
+        c.mode = mode;
+      } else if (e.name == "group") {
+        if (auto s = scalar(e, "a group name")) c.group = std::move(*s);
+      } else if (e.name == "tcp") {
+        auto s = scalar(e, "\"host:port\" on loopback, or \"\"");
+        if (!s) continue;
+        if (!s->empty() && !loopback_endpoint(*s)) {
+          error(e.value_pos(), e.key,
+                fmt::format("expected \"127.0.0.1:PORT\" or \"[::1]:PORT\" (loopback only), got {}", show(*s)));
+          continue;
+        }
+        c.tcp = std::move(*s);
+      } else if (e.name == "max_connections") {
+        if (auto v = integer(e, 1)) c.max_connections = *v;
+      }
+    }
+  }
+
+  static bool loopback_endpoint(std::string_view s) {
+    auto colon = s.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    std::string_view host = s.substr(0, colon);
+    std::string_view port = s.substr(colon + 1);
+    int p = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (ec != std::errc() || end != port.data() + port.size() || p < 0 || p > 65535) return false;
+    if (host == "[::1]" || host == "localhost") return true;
+    return host.substr(0, 4) == "127." && std::count(host.begin(), host.end(), '.') == 3;
+  }
+
+  void state(const Entry& section) {
+    auto& st = config_.state;
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kStateKeys)) {
+      if (e.name == "dir") {
+        if (auto p = daemon_path(e, "a folder path")) st.dir = std::move(*p);
+      } else if (e.name == "synchronous") {
+        if (auto v = choice<Synchronous>(e, "synchronous setting",
+                                         {{"full", Synchronous::kFull}, {"normal", Synchronous::kNormal}})) {
+          st.synchronous = *v;
+        }
+      } else if (e.name == "history") {
+        for (const auto& h : entries(e.value, e.key, e.key_pos, kHistoryKeys)) {
+          if (h.name == "max_age") {
+            if (auto v = duration(h)) st.history_max_age = *v;
+          } else if (h.name == "max_jobs") {
+            if (auto v = integer(h, 0)) st.history_max_jobs = static_cast<std::uint64_t>(*v);
+          }
+        }
+      }
+    }
+  }
+
+  void shutdown(const Entry& section) {
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kShutdownKeys)) {
+      if (e.name == "grace") {
+        if (auto v = duration(e)) config_.shutdown.grace = *v;
       }
     }
   }
