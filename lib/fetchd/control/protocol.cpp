@@ -27,7 +27,9 @@ struct Refusal {
   std::string message;
 };
 
-[[noreturn]] void refuse(ErrorCode code, std::string message) { throw Refusal{code, std::move(message)}; }
+[[noreturn]] void refuse(ErrorCode code, std::string message) {
+  throw Refusal{code, std::move(message)};
+}
 
 // The length of the valid UTF-8 sequence at s[i], or 0 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
 std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
@@ -68,8 +70,8 @@ std::size_t invalid_utf8_at(std::string_view s) {
   return std::string_view::npos;
 }
 
-// Whether arrays/objects nest deeper than the limit, counting brackets outside strings. Cheap, and it runs before
-// the parser so that nothing deep is ever built.
+// Whether arrays/objects nest deeper than the limit, counting brackets outside strings. Cheap, and it runs
+// before the parser so that nothing deep is ever built.
 bool too_deep(std::string_view s) {
   int depth = 0;
   bool in_string = false;
@@ -118,6 +120,16 @@ std::string show(std::string_view s) {
   return out;
 }
 
+// A field name for a message: plain names as they are ("jobs[0].destination: ..."), anything odd quoted.
+std::string field_name(std::string_view key) {
+  bool plain = !key.empty() && key.size() <= 40;
+  for (char c : key) {
+    plain = plain && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '-');
+  }
+  return plain ? std::string(key) : show(key);
+}
+
 // "got a string", "got -3", "got 1.5", "got null" for type errors; numbers are shown (never secrets).
 std::string got(const json& v) {
   if (v.is_number()) return "got " + v.dump();
@@ -144,7 +156,7 @@ void check_fields(const json& obj, std::initializer_list<std::string_view> allow
     bool known = false;
     for (auto a : allowed) known = known || key == a;
     if (!known) {
-      refuse(code, fmt::format("{}{}: unknown field ({} takes: {})", prefix, show(key), takes,
+      refuse(code, fmt::format("{}{}: unknown field ({} takes: {})", prefix, field_name(key), takes,
                                join(allowed)));
     }
   }
@@ -174,7 +186,9 @@ core::JobId parse_id(const json& obj) {
   return id;
 }
 
-bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
 
 // The first character of a header name that is not an RFC 9110 token character.
 std::size_t first_non_token(std::string_view name) {
@@ -215,7 +229,8 @@ JobSpec parse_job(const json& j, std::size_t index) {
   }
 
   if (const json* sha = find_value(j, "sha256")) {
-    if (!sha->is_string()) fail("sha256", fmt::format("must be a string of 64 hexadecimal digits, {}", got(*sha)));
+    if (!sha->is_string())
+      fail("sha256", fmt::format("must be a string of 64 hexadecimal digits, {}", got(*sha)));
     std::string hex = sha->get<std::string>();
     if (hex.size() != 64) {
       fail("sha256", fmt::format("must be 64 hexadecimal digits, got {} characters", hex.size()));
@@ -243,8 +258,9 @@ JobSpec parse_job(const json& j, std::size_t index) {
                                     show(std::string_view(name).substr(0, bad)), show_char(name[bad])));
       }
       // The name is a token now, safe to show; the value is never shown.
-      if (!value.is_string()) fail("headers." + name, fmt::format("value must be a string, {}",
-                                                                 value.is_number() ? "got a number" : got(value)));
+      if (!value.is_string())
+        fail("headers." + name,
+             fmt::format("value must be a string, {}", value.is_number() ? "got a number" : got(value)));
       if (!config::header_value_ok(value.get_ref<const std::string&>())) {
         fail("headers." + name, "value contains a control character (CR, LF, NUL, ...); it must be one line");
       }
@@ -253,11 +269,14 @@ JobSpec parse_job(const json& j, std::size_t index) {
   }
 
   if (const json* priority = find_value(j, "priority")) {
-    if (!priority->is_number_integer()) fail("priority", fmt::format("must be an integer, {}", got(*priority)));
-    bool in_range = priority->is_number_unsigned()
-                        ? priority->get<std::uint64_t>() <= static_cast<std::uint64_t>(INT_MAX)
-                        : priority->get<std::int64_t>() >= INT_MIN && priority->get<std::int64_t>() <= INT_MAX;
-    if (!in_range) fail("priority", fmt::format("must be between {} and {}, {}", INT_MIN, INT_MAX, got(*priority)));
+    if (!priority->is_number_integer())
+      fail("priority", fmt::format("must be an integer, {}", got(*priority)));
+    bool in_range =
+        priority->is_number_unsigned()
+            ? priority->get<std::uint64_t>() <= static_cast<std::uint64_t>(INT_MAX)
+            : priority->get<std::int64_t>() >= INT_MIN && priority->get<std::int64_t>() <= INT_MAX;
+    if (!in_range)
+      fail("priority", fmt::format("must be between {} and {}, {}", INT_MIN, INT_MAX, got(*priority)));
     job.priority = priority->get<int>();
   }
 
@@ -265,7 +284,8 @@ JobSpec parse_job(const json& j, std::size_t index) {
     if (!key->is_string()) fail("key", fmt::format("must be a string, {}", got(*key)));
     const auto& k = key->get_ref<const std::string&>();
     if (k.empty()) fail("key", "must not be empty (omit it for no key)");
-    if (k.size() > kMaxKeyBytes) fail("key", fmt::format("must be at most {} bytes, got {}", kMaxKeyBytes, k.size()));
+    if (k.size() > kMaxKeyBytes)
+      fail("key", fmt::format("must be at most {} bytes, got {}", kMaxKeyBytes, k.size()));
     job.key = k;
   }
   return job;
@@ -274,7 +294,8 @@ JobSpec parse_job(const json& j, std::size_t index) {
 Submit parse_submit(const json& obj) {
   const json* jobs = find(obj, "jobs");
   if (!jobs) refuse(ErrorCode::kBadRequest, "jobs: missing (an array of jobs)");
-  if (!jobs->is_array()) refuse(ErrorCode::kBadRequest, fmt::format("jobs: must be an array, {}", got(*jobs)));
+  if (!jobs->is_array())
+    refuse(ErrorCode::kBadRequest, fmt::format("jobs: must be an array, {}", got(*jobs)));
   if (jobs->empty() || jobs->size() > kMaxJobsPerSubmit) {
     refuse(ErrorCode::kBadRequest,
            fmt::format("jobs: must hold 1 to {} jobs, got {}", kMaxJobsPerSubmit, jobs->size()));
@@ -288,12 +309,14 @@ Submit parse_submit(const json& obj) {
 List parse_list(const json& obj) {
   List list;
   if (const json* state = find_value(obj, "state")) {
-    if (!state->is_string()) refuse(ErrorCode::kBadRequest, fmt::format("state: must be a string, {}", got(*state)));
+    if (!state->is_string())
+      refuse(ErrorCode::kBadRequest, fmt::format("state: must be a string, {}", got(*state)));
     const auto& name = state->get_ref<const std::string&>();
     list.state = store::state_from_string(name);
     if (!list.state) {
       refuse(ErrorCode::kBadRequest,
-             fmt::format("state: unknown state {} (one of queued, running, done, failed, cancelled)", show(name)));
+             fmt::format("state: unknown state {} (one of queued, running, done, failed, cancelled)",
+                         show(name)));
     }
   }
   if (const json* after = find_value(obj, "after")) {
@@ -343,11 +366,12 @@ Op parse_op(std::string_view name, const json& obj) {
   return Ping{};
 }
 
-// nlohmann's parse messages end with "; last read: '<token>'", which may quote a secret (an unterminated header
-// value): keep only the description before it.
+// nlohmann's parse messages end with "; last read: '<token>'", which may quote a secret (an unterminated
+// header value): keep only the description before it.
 std::string describe_parse_error(const json::parse_error& e) {
   std::string_view what = e.what();
-  if (auto p = what.find("] "); p != std::string_view::npos) what.remove_prefix(p + 2);  // "[json.exception...] "
+  if (auto p = what.find("] "); p != std::string_view::npos)
+    what.remove_prefix(p + 2);  // "[json.exception...] "
   if (auto p = what.find(": "); p != std::string_view::npos && what.starts_with("parse error")) {
     what.remove_prefix(p + 2);  // "parse error at line 1, column 7: " -> we give the byte offset instead
   }
@@ -370,20 +394,22 @@ ParseResult parse_object(std::string_view line) {
   if (auto it = doc.find("req"); it != doc.end()) req = std::move(*it);
 
   const json* op = find(doc, "op");
-  if (!op) return ProtocolError{ErrorCode::kBadRequest, "op: missing (e.g. \"op\":\"ping\")", std::nullopt, req};
+  if (!op)
+    return ProtocolError{ErrorCode::kBadRequest, "op: missing (e.g. \"op\":\"ping\")", std::nullopt, req};
   if (!op->is_string()) {
-    return ProtocolError{ErrorCode::kBadRequest, fmt::format("op: must be a string, {}", got(*op)), std::nullopt,
-                         req};
+    return ProtocolError{ErrorCode::kBadRequest, fmt::format("op: must be a string, {}", got(*op)),
+                         std::nullopt, req};
   }
   const auto& name = op->get_ref<const std::string&>();
   bool known = false;
   for (auto n : kOpNames) known = known || n == name;
   if (!known) {
-    return ProtocolError{ErrorCode::kUnknownOp,
-                         fmt::format("op: unknown operation {} (one of submit, status, list, cancel, stats, watch, "
-                                     "reload, ping)",
-                                     show(name)),
-                         std::nullopt, req};
+    return ProtocolError{
+        ErrorCode::kUnknownOp,
+        fmt::format("op: unknown operation {} (one of submit, status, list, cancel, stats, watch, "
+                    "reload, ping)",
+                    show(name)),
+        std::nullopt, req};
   }
   try {
     return Request{parse_op(name, doc), std::move(req)};
@@ -392,24 +418,38 @@ ParseResult parse_object(std::string_view line) {
   }
 }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
-void append_string(std::string& out, std::string_view s) { out += dump(json(std::string(s))); }
+void append_string(std::string& out, std::string_view s) {
+  out += dump(json(std::string(s)));
+}
 
 }  // namespace
 
 std::string_view to_string(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kBadJson: return "bad_json";
-    case ErrorCode::kBadRequest: return "bad_request";
-    case ErrorCode::kUnknownOp: return "unknown_op";
-    case ErrorCode::kLineTooLong: return "line_too_long";
-    case ErrorCode::kInvalidJob: return "invalid_job";
-    case ErrorCode::kNotFound: return "not_found";
-    case ErrorCode::kConflict: return "conflict";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kReloadFailed: return "reload_failed";
-    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kBadJson:
+      return "bad_json";
+    case ErrorCode::kBadRequest:
+      return "bad_request";
+    case ErrorCode::kUnknownOp:
+      return "unknown_op";
+    case ErrorCode::kLineTooLong:
+      return "line_too_long";
+    case ErrorCode::kInvalidJob:
+      return "invalid_job";
+    case ErrorCode::kNotFound:
+      return "not_found";
+    case ErrorCode::kConflict:
+      return "conflict";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kReloadFailed:
+      return "reload_failed";
+    case ErrorCode::kInternal:
+      return "internal";
   }
   return "internal";
 }
@@ -419,9 +459,10 @@ ParseResult parse_request(std::string_view line) {
     if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.size() > kMaxLineBytes) {
-      return ProtocolError{ErrorCode::kLineTooLong,
-                           fmt::format("request line is {} bytes, the limit is {}", line.size(), kMaxLineBytes),
-                           std::nullopt, std::nullopt};
+      return ProtocolError{
+          ErrorCode::kLineTooLong,
+          fmt::format("request line is {} bytes, the limit is {}", line.size(), kMaxLineBytes), std::nullopt,
+          std::nullopt};
     }
     if (auto bad = invalid_utf8_at(line); bad != std::string_view::npos) {
       return ProtocolError{ErrorCode::kBadJson, fmt::format("request is not valid UTF-8 (byte {})", bad),
@@ -435,14 +476,16 @@ ParseResult parse_request(std::string_view line) {
     return parse_object(line);
   } catch (const std::exception& e) {
     // Only allocation failures and the like get here: the parser's own errors are values.
-    return ProtocolError{ErrorCode::kInternal, fmt::format("cannot parse the request: {}", e.what()), std::nullopt,
-                         std::nullopt};
+    return ProtocolError{ErrorCode::kInternal, fmt::format("cannot parse the request: {}", e.what()),
+                         std::nullopt, std::nullopt};
   } catch (...) {
     return ProtocolError{ErrorCode::kInternal, "cannot parse the request", std::nullopt, std::nullopt};
   }
 }
 
-std::string_view op_name(const Op& op) { return kOpNames.at(op.index()); }
+std::string_view op_name(const Op& op) {
+  return kOpNames.at(op.index());
+}
 
 std::string encode_result(std::string_view op, const std::optional<json>& req, const json& result) {
   // Assembled by hand: keeps the documented field order, and a large result is dumped once, never copied.
@@ -499,20 +542,23 @@ std::string format_time_ms(std::int64_t unix_ms) {
   std::time_t t = static_cast<std::time_t>(secs);
   std::tm tm{};
   if (gmtime_r(&t, &tm) == nullptr) return "1970-01-01T00:00:00.000Z";
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 }
 
 namespace {
 
-json optional_size(const std::optional<std::uint64_t>& size) { return size ? json(*size) : json(nullptr); }
+json optional_size(const std::optional<std::uint64_t>& size) {
+  return size ? json(*size) : json(nullptr);
+}
 
 }  // namespace
 
 json job_to_json(const store::Job& job) {
   constexpr std::string_view kClientPrefix = "client:";
   json key = nullptr;
-  if (std::string_view k = job.key; k.starts_with(kClientPrefix)) key = std::string(k.substr(kClientPrefix.size()));
+  if (std::string_view k = job.key; k.starts_with(kClientPrefix))
+    key = std::string(k.substr(kClientPrefix.size()));
   return json{
       {"id", job.id},
       {"url", curl::redact_url(job.url)},

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// The control socket's protocol v1 (docs/protocol.md, "Control socket"): one request line parsed into a typed,
-// fully validated request, and the response and event lines encoded. Pure functions: no I/O, no globals, never
-// throwing on any input, so any thread may call them and the fuzz target can call parse_request directly.
-
-#include <nlohmann/json.hpp>
+// The control socket's protocol v1 (docs/protocol.md, "Control socket"): one request line parsed into a
+// typed, fully validated request, and the response and event lines encoded. Pure functions: no I/O, no
+// globals, never throwing on any input, so any thread may call them and the fuzz target can call
+// parse_request directly.
 
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,11 +20,11 @@
 namespace fetchd::control {
 
 enum class ErrorCode {
-  kBadJson,       // not JSON, not an object, invalid UTF-8, nested too deeply
-  kBadRequest,    // missing, mistyped or unknown field, number out of range
+  kBadJson,     // not JSON, not an object, invalid UTF-8, nested too deeply
+  kBadRequest,  // missing, mistyped or unknown field, number out of range
   kUnknownOp,
   kLineTooLong,
-  kInvalidJob,    // a job of a submit failed validation; the message starts with "jobs[i].<field>: "
+  kInvalidJob,  // a job of a submit failed validation; the message starts with "jobs[i].<field>: "
   kNotFound,
   kConflict,
   kUnavailable,
@@ -80,8 +80,8 @@ struct Request {
 
 struct ProtocolError {
   ErrorCode code = ErrorCode::kInternal;
-  std::string message;             // names the field; never quotes a header value
-  std::optional<std::string> op;   // the op when it was recognised, else null in the response
+  std::string message;            // names the field; never quotes a header value
+  std::optional<std::string> op;  // the op when it was recognised, else null in the response
   std::optional<nlohmann::json> req;
 };
 
@@ -92,8 +92,8 @@ ParseResult parse_request(std::string_view line);
 
 std::string_view op_name(const Op& op);  // "submit", "status", ...
 
-// Encoders: each returns one complete line ending in '\n' (no other '\n' inside). Invalid UTF-8 in any string is
-// replaced by U+FFFD rather than throwing.
+// Encoders: each returns one complete line ending in '\n' (no other '\n' inside). Invalid UTF-8 in any string
+// is replaced by U+FFFD rather than throwing.
 //   {"ok":true,"op":<op>,"req":<req, only when given>,"result":<result>}
 std::string encode_result(std::string_view op, const std::optional<nlohmann::json>& req,
                           const nlohmann::json& result);

@@ -39,16 +39,61 @@ Scheduler::Scheduler(uv_loop_t* loop, const StrategyFactory& make_strategy, Opti
     : strategy_(make_strategy([this](core::TransferResult r) { on_result(std::move(r)); })),
       options_(std::move(options)),
       retry_timer_(loop),
+      release_timer_(loop),
       rng_(std::random_device{}()) {}
 
 void Scheduler::drain(std::function<void()> done) {
   draining_ = true;
   retry_timer_.close();
-  strategy_->drain(std::move(done));
+  drain_done_ = std::move(done);
+  // The current strategy and every retiring one must report all they run; the retiring ones drain already.
+  draining_strategies_ += 1;
+  strategy_->drain([this] {
+    --draining_strategies_;
+    maybe_finish_drain();
+  });
+}
+
+void Scheduler::maybe_finish_drain() {
+  if (!drain_done_ || draining_strategies_ != 0) return;
+  release_timer_.close();
+  auto done = std::move(drain_done_);
+  drain_done_ = nullptr;
+  done();
+}
+
+void Scheduler::replace_strategy(const StrategyFactory& make_strategy) {
+  if (draining_) return;
+  auto fresh = make_strategy([this](core::TransferResult r) { on_result(std::move(r)); });
+  retire(std::exchange(strategy_, std::move(fresh)));
+  dispatch();
+}
+
+void Scheduler::retire(std::unique_ptr<strategy::Strategy> old) {
+  auto* raw = old.get();
+  retiring_.push_back(std::move(old));
+  ++draining_strategies_;
+  raw->drain([this, raw] {
+    // Called from inside the strategy: move it aside and free it from a timer callback instead.
+    auto it = std::find_if(retiring_.begin(), retiring_.end(), [raw](const auto& p) { return p.get() == raw; });
+    retired_bytes_ += raw->snapshot().bytes;
+    retired_.push_back(std::move(*it));
+    retiring_.erase(it);
+    --draining_strategies_;
+    if (release_timer_) {
+      release_timer_.start(0, 0, [this] {
+        retired_.clear();
+        maybe_finish_drain();
+      });
+    } else {
+      maybe_finish_drain();
+    }
+  });
 }
 
 core::JobId Scheduler::add(core::TransferRequest request) {
-  core::JobId id = next_id_++;
+  core::JobId id = request.id != 0 ? request.id : next_id_++;
+  if (id >= next_id_) next_id_ = id + 1;
   request.id = id;
   request.attempt = 0;
   JobRecord record;
@@ -69,8 +114,10 @@ void Scheduler::dispatch() {
     if (it == jobs_.end() || it->second.state != JobState::kQueued) continue;  // cancelled while queued
     auto& job = it->second;
     job.state = JobState::kRunning;
+    job.runner = strategy_.get();
     ++job.request.attempt;
     ++running_;
+    if (options_.on_started) options_.on_started(job);
     strategy_->submit(job.request);
   }
 }
@@ -83,6 +130,7 @@ void Scheduler::on_result(core::TransferResult result) {
   }
   --running_;
   auto& job = it->second;
+  job.runner = nullptr;
   job.last = std::move(result);
   const auto& r = job.last;
   if (r.ok()) {
@@ -100,6 +148,7 @@ void Scheduler::on_result(core::TransferResult result) {
       ++waiting_;
       retries_.push(Due{Clock::now() + delay, job.request.id});
       arm_retry_timer();
+      if (options_.on_retry) options_.on_retry(job);
     } else {
       finish(job, JobState::kFailed);
     }
@@ -121,6 +170,8 @@ void Scheduler::finish(JobRecord& job, JobState state) {
     }
   }
   if (options_.on_finished) options_.on_finished(job);
+  core::JobId id = job.request.id;  // a copy: erase must not read the key of the element it destroys
+  jobs_.erase(id);                  // `job` is gone from here on
 }
 
 void Scheduler::arm_retry_timer() {
@@ -165,16 +216,15 @@ void Scheduler::cancel(core::JobId id) {
       finish(job, JobState::kCancelled);
       break;
     case JobState::kRunning:
-      strategy_->cancel(id);  // the kCancelled result arrives through on_result
-      break;
+      job.runner->cancel(id);  // the kCancelled result arrives through on_result
+      return;
     default:
       return;
   }
-  // Drop stale queue entries so idle() becomes true without waiting for dispatch.
-  if (job.state == JobState::kCancelled) {
-    queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
-    check_idle();
-  }
+  // The job is finished and forgotten: drop its stale queue entry so idle() becomes true without waiting for
+  // dispatch.
+  queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
+  check_idle();
 }
 
 void Scheduler::cancel_all() {
@@ -193,13 +243,20 @@ void Scheduler::check_idle() {
 
 stats::Counters Scheduler::counters() const {
   stats::Counters c;
-  auto snap = strategy_->snapshot();
   c.active = running_;
   c.queued = queue_.size() + waiting_;
   c.done = done_;
   c.failed = failed_;
-  c.bytes = snap.bytes;
+  c.bytes = strategy_->snapshot().bytes + retired_bytes_;
+  for (const auto& s : retiring_) c.bytes += s->snapshot().bytes;
   return c;
+}
+
+std::vector<strategy::JobProgress> Scheduler::progress() const {
+  std::vector<strategy::JobProgress> out;
+  strategy_->progress(out);
+  for (const auto& s : retiring_) s->progress(out);
+  return out;
 }
 
 const JobRecord* Scheduler::find(core::JobId id) const {

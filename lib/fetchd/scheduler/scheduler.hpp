@@ -42,13 +42,19 @@ struct JobRecord {
   JobState state = JobState::kQueued;
   core::TransferResult last;      // the latest attempt's result
   std::vector<std::string> attempt_errors;  // one line per failed attempt
+  strategy::Strategy* runner = nullptr;     // the strategy running it (kRunning only)
 };
 
 class Scheduler {
  public:
   struct Options {
     RetryPolicy retry;
-    // Called once per job when it reaches done, failed or cancelled.
+    // Called when an attempt starts (state kRunning, request.attempt counts it).
+    std::function<void(const JobRecord&)> on_started;
+    // Called when an attempt failed and another one is scheduled (state kRetryWait, last = the failure).
+    std::function<void(const JobRecord&)> on_retry;
+    // Called once per job when it reaches done, failed or cancelled; the scheduler forgets the job afterwards,
+    // so memory stays bounded by what is queued, waiting or running.
     std::function<void(const JobRecord&)> on_finished;
     // Called whenever nothing is queued, waiting or running.
     std::function<void()> on_idle;
@@ -61,8 +67,12 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Queues a job; returns its id (request.id is assigned here).
+  // Queues a job; returns its id: request.id when set (ids from a job store), else a new one.
   core::JobId add(core::TransferRequest request);
+  // Transfers started from now on run on a new strategy (config reload); the old one finishes what it runs
+  // (results arrive as usual) and is released afterwards.
+  void replace_strategy(const StrategyFactory& make_strategy);
+  void set_retry_policy(const RetryPolicy& retry) { options_.retry = retry; }
   // Cancels one job wherever it is; a running transfer is asked to stop and reports kCancelled.
   void cancel(core::JobId id);
   // Cancels everything (queued, waiting, running).
@@ -73,6 +83,11 @@ class Scheduler {
 
   strategy::Strategy& strategy() { return *strategy_; }
   bool idle() const { return running_ == 0 && queue_.empty() && waiting_ == 0; }
+  std::size_t runnable() const { return queue_.size(); }  // queued, not running, not waiting for a retry
+  std::size_t running() const { return running_; }
+  bool contains(core::JobId id) const { return jobs_.count(id) != 0; }
+  // Body bytes so far of each running transfer whose strategy can tell (see Strategy::progress).
+  std::vector<strategy::JobProgress> progress() const;
   stats::Counters counters() const;
   const JobRecord* find(core::JobId id) const;
 
@@ -83,6 +98,8 @@ class Scheduler {
   void arm_retry_timer();
   void on_retry_timer();
   void check_idle();
+  void retire(std::unique_ptr<strategy::Strategy> old);
+  void maybe_finish_drain();
 
   using Clock = std::chrono::steady_clock;
   struct Due {
@@ -92,8 +109,15 @@ class Scheduler {
   };
 
   std::unique_ptr<strategy::Strategy> strategy_;
+  // Strategies replaced by a reload, finishing their transfers; freed from a timer, never inside their callback.
+  std::vector<std::unique_ptr<strategy::Strategy>> retiring_;
+  std::vector<std::unique_ptr<strategy::Strategy>> retired_;
+  std::uint64_t retired_bytes_ = 0;
+  std::size_t draining_strategies_ = 0;
+  std::function<void()> drain_done_;
   Options options_;
   uv::Timer retry_timer_;
+  uv::Timer release_timer_;
   std::mt19937_64 rng_;
   std::unordered_map<core::JobId, JobRecord> jobs_;
   std::deque<core::JobId> queue_;

@@ -257,4 +257,8 @@ void CurlMultiStrategy::multi_read_done(Running& running, std::vector<Completion
   }
 }
 
+void CurlMultiStrategy::progress(std::vector<JobProgress>& out) const {
+  for (const auto& [id, entry] : entries_) out.push_back({id, entry.transfer->bytes_received()});
+}
+
 }  // namespace fetchd::strategy

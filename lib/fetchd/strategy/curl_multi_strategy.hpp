@@ -41,6 +41,7 @@ class CurlMultiStrategy final : public Strategy {
   void cancel(core::JobId id) override;
   void drain(std::function<void()> done) override;
   StrategySnapshot snapshot() const override;
+  void progress(std::vector<JobProgress>& out) const override;
 
  private:
   // Control-loop view of a transfer: its file is being prepared, the multi thread has it, or its file is being

@@ -240,4 +240,8 @@ StrategySnapshot EventLoopStrategy::snapshot() const {
   return s;
 }
 
+void EventLoopStrategy::progress(std::vector<JobProgress>& out) const {
+  for (const auto& [id, entry] : entries_) out.push_back({id, entry.transfer->bytes_received()});
+}
+
 }  // namespace fetchd::strategy

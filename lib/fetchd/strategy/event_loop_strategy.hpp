@@ -39,6 +39,7 @@ class EventLoopStrategy final : public Strategy {
   void cancel(core::JobId id) override;
   void drain(std::function<void()> done) override;
   StrategySnapshot snapshot() const override;
+  void progress(std::vector<JobProgress>& out) const override;
 
  private:
   // One curl multi handle with its timer and socket watchers.

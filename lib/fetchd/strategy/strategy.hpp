@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "fetchd/config/config.hpp"
 #include "fetchd/core/transfer_types.hpp"
@@ -19,6 +20,11 @@ namespace fetchd::strategy {
 struct StrategySnapshot {
   std::size_t active = 0;         // transfers submitted and not yet reported
   std::uint64_t bytes = 0;        // body bytes received so far, in-flight transfers included
+};
+
+struct JobProgress {
+  core::JobId id = 0;
+  std::uint64_t bytes = 0;  // body bytes received so far in the current attempt
 };
 
 class Strategy {
@@ -38,6 +44,9 @@ class Strategy {
   // (threads, processes, handles) are released, so the loop can close afterwards.
   virtual void drain(std::function<void()> done) = 0;
   virtual StrategySnapshot snapshot() const = 0;
+  // Appends the bytes so far of each in-flight transfer. Strategies that only know totals (process-pool: the
+  // workers report per worker) append nothing.
+  virtual void progress(std::vector<JobProgress>& out) const { (void)out; }
 };
 
 // The strategy config.strategy names; output settings (fsync) size its file workers.

@@ -219,4 +219,9 @@ void ThreadPoolStrategy::run_worker() noexcept {
   }
 }
 
+void ThreadPoolStrategy::progress(std::vector<JobProgress>& out) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& [id, t] : live_) out.push_back({id, t->bytes_received()});
+}
+
 }  // namespace fetchd::strategy

@@ -37,6 +37,7 @@ class ThreadPoolStrategy final : public Strategy {
   void cancel(core::JobId id) override;
   void drain(std::function<void()> done) override;
   StrategySnapshot snapshot() const override;
+  void progress(std::vector<JobProgress>& out) const override;
 
  private:
   // The worker that takes a Job owns its Transfer and destroys it right after the attempt: that closes the

@@ -88,4 +88,18 @@ void Signal::stop() {
   if (get()) uv_signal_stop(get());
 }
 
+Check::Check(uv_loop_t* loop) {
+  adopt(make_box<Box>([loop](uv_check_t* c) { return uv_check_init(loop, c); }, "uv_check_init"));
+}
+
+void Check::start(std::function<void()> cb) {
+  box()->callback = std::move(cb);
+  check(uv_check_start(get(), [](uv_check_t* c) noexcept { guarded("check", [c] { box_of(c).callback(); }); }),
+        "uv_check_start");
+}
+
+void Check::stop() {
+  if (get()) uv_check_stop(get());
+}
+
 }  // namespace fetchd::uv

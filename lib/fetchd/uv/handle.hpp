@@ -109,4 +109,14 @@ class Signal : public Handle<uv_signal_t, std::function<void(int signum)>> {
   void stop();
 };
 
+// Runs its callback once per loop iteration, right after the loop polled for I/O: where work gathered during
+// the iteration (e.g. the daemon's store writes) is done in one batch.
+class Check : public Handle<uv_check_t, std::function<void()>> {
+ public:
+  Check() = default;
+  explicit Check(uv_loop_t* loop);
+  void start(std::function<void()> cb);
+  void stop();
+};
+
 }  // namespace fetchd::uv

@@ -90,7 +90,9 @@ void Stream::listen(int backlog, std::function<void(int)> on_connection) {
         "uv_listen");
 }
 
-int Stream::accept(Stream& client) { return uv_accept(stream(), client.stream()); }
+int Stream::accept(Stream& client) {
+  return uv_accept(stream(), client.stream());
+}
 
 int Stream::fileno() const {
   uv_os_fd_t fd = -1;
@@ -159,7 +161,9 @@ int Stream::shutdown(std::function<void(int)> done) {
   return rc;
 }
 
-std::size_t Stream::write_queue_size() const { return box_ ? uv_stream_get_write_queue_size(stream()) : 0; }
+std::size_t Stream::write_queue_size() const {
+  return box_ ? uv_stream_get_write_queue_size(stream()) : 0;
+}
 
 void Stream::close_then(std::function<void()> on_closed) {
   Box* box = std::exchange(box_, nullptr);

@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: Apache-2.0
+// Opening the SQLite job store: what it creates, what it refuses (and that it refuses loudly, naming the file,
+// without altering it), and that its file descriptors do not leak into spawned workers.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "fetchd/store/sqlite_schema.hpp"
+#include "store_test_util.hpp"
+
+namespace fetchd::store {
+namespace {
+
+namespace fs = std::filesystem;
+using testutil::new_job;
+using testutil::raw;
+using testutil::submits;
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+unsigned mode_of(const fs::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+  return st.st_mode & 07777U;
+}
+
+// Expects open_sqlite_store(path) to throw a StoreError naming the file and containing `reason`.
+void expect_refused(const fs::path& path, const std::string& reason) {
+  try {
+    open_sqlite_store(path);
+    ADD_FAILURE() << path << " was opened";
+  } catch (const StoreError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(path.string()), std::string::npos) << what;
+    EXPECT_NE(what.find(reason), std::string::npos) << what;
+  }
+}
+
+// A store with some jobs, closed again; its file is whole (the WAL was checkpointed at close).
+fs::path make_store(const fetchd::testing::TempDir& dir, int jobs) {
+  const fs::path path = dir / "jobs.db";
+  auto store = open_sqlite_store(path);
+  Batch b;
+  for (int i = 0; i < jobs; ++i) b.submits.push_back(new_job("j" + std::to_string(i), "client:" + std::to_string(i)));
+  store->commit(b);
+  return path;
+}
+
+TEST(SqliteOpen, CreatesAPrivateWalDatabaseThatNamesItself) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir / "jobs.db";
+  const mode_t old_umask = ::umask(0);  // the 0600 must not depend on the umask
+  auto store = open_sqlite_store(path);
+  ::umask(old_umask);
+  store->commit(submits({new_job("a")}));  // the -wal and -shm files exist while the store is open
+
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const fs::path p = path.string() + suffix;
+    ASSERT_TRUE(fs::exists(p)) << p;
+    EXPECT_EQ(mode_of(p), 0600U) << p;
+  }
+  auto db = raw(path);
+  EXPECT_EQ(db.query_text("PRAGMA journal_mode", "q"), "wal");
+  EXPECT_EQ(db.query_int("PRAGMA application_id", "q"), schema::kApplicationId);
+  EXPECT_EQ(db.query_int("PRAGMA user_version", "q"), schema::kVersion);
+}
+
+TEST(SqliteOpen, AnExistingEmptyFileBecomesAStore) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir.write("jobs.db", "");
+  auto store = open_sqlite_store(path);
+  EXPECT_EQ(store->counts().queued, 0U);
+  store->commit(submits({new_job("a")}));
+  EXPECT_EQ(store->counts().queued, 1U);
+}
+
+TEST(SqliteOpen, BothDurabilitySettingsOpen) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir / "jobs.db";
+  const std::array<Synchronous, 3> settings = {Synchronous::kFull, Synchronous::kNormal, Synchronous::kFull};
+  for (std::size_t i = 0; i < settings.size(); ++i) {
+    auto store = open_sqlite_store(path, SqliteOptions{settings[i]});
+    store->commit(submits({new_job("a" + std::to_string(i))}));
+  }
+  EXPECT_EQ(open_sqlite_store(path)->counts().queued, 3U);
+}
+
+// Worker processes are spawned from the daemon: none of the store's descriptors may survive an exec.
+TEST(SqliteOpen, EveryDescriptorIsCloseOnExec) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir / "jobs.db";
+  auto store = open_sqlite_store(path);
+  store->commit(submits({new_job("a")}));
+  store->next_queued(std::nullopt, 10);
+
+  int found = 0;
+  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const fs::path target = fs::read_symlink(entry.path(), ec);
+    if (ec || target.string().rfind(dir.path().string(), 0) != 0) continue;
+    const int fd = std::stoi(entry.path().filename().string());
+    const int flags = ::fcntl(fd, F_GETFD);
+    ASSERT_NE(flags, -1) << target;
+    EXPECT_TRUE(flags & FD_CLOEXEC) << target << " (fd " << fd << ") is inherited by exec";
+    ++found;
+  }
+  EXPECT_GE(found, 3) << "expected the database, -wal and -shm files open";
+}
+
+TEST(SqliteOpen, GarbageIsRefused) {
+  fetchd::testing::TempDir dir;
+  std::string garbage(8192, '\0');
+  for (std::size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<char>((i * 2654435761U) >> 13);
+  const fs::path path = dir.write("jobs.db", garbage);
+  expect_refused(path, "file is not a database");
+  EXPECT_EQ(read_all(path), garbage);  // untouched
+}
+
+TEST(SqliteOpen, ATextFileIsRefused) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir.write("jobs.db", "jobs:\n  - url: http://example.com/a\n    dest: a\n");
+  expect_refused(path, "file is not a database");
+}
+
+TEST(SqliteOpen, ATruncatedStoreIsRefused) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = make_store(dir, 2000);
+  const auto size = fs::file_size(path);
+  ASSERT_GT(size, 8U * 4096);
+  fs::resize_file(path, size / 2);
+  expect_refused(path, "database disk image is malformed");
+  EXPECT_EQ(fs::file_size(path), size / 2);
+  EXPECT_FALSE(fs::exists(path.string() + "-wal"));
+}
+
+TEST(SqliteOpen, AStoreCutInsideItsHeaderIsRefused) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = make_store(dir, 10);
+  fs::resize_file(path, 60);
+  expect_refused(path, "is not a database");
+}
+
+TEST(SqliteOpen, AnotherApplicationsDatabaseIsRefusedAndLeftAlone) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir / "other.db";
+  {
+    auto db = sqlite::Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    db.exec("PRAGMA application_id = 1196444487; -- GeoPackage\n"
+            " CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  }
+  const std::string before = read_all(path);
+  expect_refused(path, "another application (application_id 0x47504b47");
+  EXPECT_EQ(read_all(path), before);
+  EXPECT_EQ(raw(path).query_text("PRAGMA journal_mode", "q"), "delete");  // not switched to WAL
+}
+
+TEST(SqliteOpen, ADatabaseWithoutApplicationIdButWithTablesIsRefused) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir / "other.db";
+  {
+    auto db = sqlite::Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    db.exec("CREATE TABLE jobs (id INTEGER PRIMARY KEY, url TEXT)");
+  }
+  const std::string before = read_all(path);
+  expect_refused(path, "not a fetchd job store");
+  EXPECT_EQ(read_all(path), before);
+}
+
+TEST(SqliteOpen, ANewerSchemaIsRefused) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = make_store(dir, 3);
+  raw(path).exec("PRAGMA user_version = 99");
+  expect_refused(path, "schema version 99, newer than this fetchd supports (1)");
+  EXPECT_EQ(raw(path).query_int("SELECT count(*) FROM jobs", "q"), 3);  // never reset
+}
+
+TEST(SqliteOpen, AnOlderUnknownSchemaIsRefused) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = make_store(dir, 1);
+  raw(path).exec("PRAGMA user_version = 0");
+  expect_refused(path, "schema version 0");
+}
+
+TEST(SqliteOpen, ADirectoryOrAMissingDirectoryIsRefused) {
+  fetchd::testing::TempDir dir;
+  fs::create_directory(dir / "d.db");
+  expect_refused(dir / "d.db", "Is a directory");
+  expect_refused(dir / "missing" / "jobs.db", "No such file or directory");
+}
+
+TEST(SqliteOpen, AnUnreadableFileIsRefused) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root reads any file";
+  fetchd::testing::TempDir dir;
+  const fs::path path = make_store(dir, 1);
+  fs::permissions(path, fs::perms::none);
+  expect_refused(path, "Permission denied");
+}
+
+}  // namespace
+}  // namespace fetchd::store
