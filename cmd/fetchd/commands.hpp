@@ -18,5 +18,6 @@ void register_check_config(CLI::App& app, int& exit_code);
 void register_origin(CLI::App& app, int& exit_code);
 void register_bench(CLI::App& app, int& exit_code);
 void register_worker(CLI::App& app, int& exit_code);
+void register_serve(CLI::App& app, int& exit_code);
 
 }  // namespace fetchd::cmd

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
     fetchd::cmd::register_origin(app, exit_code);
     fetchd::cmd::register_bench(app, exit_code);
     fetchd::cmd::register_worker(app, exit_code);
+    fetchd::cmd::register_serve(app, exit_code);
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

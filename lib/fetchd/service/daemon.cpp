@@ -1,0 +1,840 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "fetchd/service/daemon.hpp"
+
+#include <grp.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <csignal>
+#include <memory>
+#include <unordered_set>
+
+#include "fetchd/config/config.hpp"
+#include "fetchd/control/control_server.hpp"
+#include "fetchd/control/protocol.hpp"
+#include "fetchd/core/dest_path.hpp"
+#include "fetchd/core/units.hpp"
+#include "fetchd/core/version.hpp"
+#include "fetchd/curl/curl.hpp"
+#include "fetchd/scheduler/run.hpp"
+#include "fetchd/scheduler/scheduler.hpp"
+#include "fetchd/service/systemd.hpp"
+#include "fetchd/stats/stats.hpp"
+#include "fetchd/store/job_store.hpp"
+#include "fetchd/uv/loop.hpp"
+
+namespace fetchd::service {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kTickMs = 1000;  // stats for watchers, progress events, sd_notify STATUS
+constexpr std::uint64_t kPruneEveryMs = 3'600'000;
+constexpr std::size_t kMaxWindow = 50'000;
+
+std::string config_key(const std::string& dest, const std::string& url) { return "config:" + dest + "\n" + url; }
+
+// How many jobs the scheduler holds in memory: enough to keep every transfer slot busy between refills, and
+// bounded however long the queue in the store is.
+std::size_t window_for(const config::Config& c) {
+  return std::clamp<std::size_t>(static_cast<std::size_t>(c.strategy.concurrency) * 4, 1024, kMaxWindow);
+}
+
+store::SqliteOptions sqlite_options(const config::Config& c) {
+  store::SqliteOptions o;
+  o.synchronous =
+      c.state.synchronous == config::Synchronous::kFull ? store::Synchronous::kFull : store::Synchronous::kNormal;
+  return o;
+}
+
+scheduler::RetryPolicy retry_policy(const config::Config& c) {
+  scheduler::RetryPolicy r;
+  r.retries = c.retries;
+  return r;
+}
+
+std::optional<gid_t> group_id(const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  std::vector<char> buf(16384);
+  group g{};
+  group* out = nullptr;
+  if (getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &out) != 0 || out == nullptr) {
+    throw std::runtime_error("control.group: no group named '" + name + "'");
+  }
+  return out->gr_gid;
+}
+
+class Daemon {
+ public:
+  Daemon(fs::path config_path, config::Config config, std::unique_ptr<store::JobStore> store)
+      : config_path_(std::move(config_path)),
+        config_(std::make_unique<config::Config>(std::move(config))),
+        store_(std::move(store)),
+        check_(loop_.get()),
+        tick_timer_(loop_.get()),
+        log_timer_(loop_.get()),
+        prune_timer_(loop_.get()),
+        watchdog_timer_(loop_.get()),
+        grace_timer_(loop_.get()),
+        sigterm_(loop_.get()),
+        sigint_(loop_.get()),
+        sighup_(loop_.get()),
+        throughput_(std::string(config::to_string(config_->strategy.kind))) {}
+
+  int run();
+
+ private:
+  // --- start-up and shutdown
+  void start_listening();
+  void begin_shutdown(int signum);
+  void finish_shutdown();
+
+  // --- the store: batched writes, the in-memory window
+  void on_check();
+  void flush();
+  void refill();
+  bool window_has_room() const {
+    return scheduler_->runnable() + scheduler_->running() + retry_wait_.size() < window_;
+  }
+  void add_to_scheduler(const store::Job& job);
+  void record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes);
+
+  // --- scheduler hooks
+  void on_started(const scheduler::JobRecord& job);
+  void on_retry(const scheduler::JobRecord& job);
+  void on_finished(const scheduler::JobRecord& job);
+
+  // --- control requests
+  void on_line(control::ConnectionId conn, control::ParseResult parsed);
+  void handle_submit(control::ConnectionId conn, const std::optional<json>& req, control::Submit& submit);
+  void handle_status(control::ConnectionId conn, const std::optional<json>& req, core::JobId id);
+  void handle_cancel(control::ConnectionId conn, const std::optional<json>& req, core::JobId id);
+  void handle_list(control::ConnectionId conn, const std::optional<json>& req, const control::List& list);
+  json stats_json();
+  void reply_error(control::ConnectionId conn, control::ErrorCode code, std::string message, std::string_view op,
+                   const std::optional<json>& req);
+  std::optional<store::Job> job_now(core::JobId id);
+
+  // --- config
+  std::vector<std::string> reload();
+  std::size_t enqueue_config_jobs(const config::Config& c);
+  void start_log_timer();
+
+  // --- watch
+  void emit(std::string_view event, const store::Job& job);
+  void emit(std::string_view event, const scheduler::JobRecord& job, store::State state);
+  void tick();
+
+  fs::path config_path_;
+  std::unique_ptr<config::Config> config_;
+  std::unique_ptr<store::JobStore> store_;
+  uv::Loop loop_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::unique_ptr<control::ControlServer> control_;
+  Notifier notifier_;
+
+  uv::Check check_;
+  uv::Timer tick_timer_, log_timer_, prune_timer_, watchdog_timer_, grace_timer_;
+  uv::Signal sigterm_, sigint_, sighup_;
+  stats::Throughput throughput_;
+  Clock::time_point started_ = Clock::now();
+
+  // Writes gathered during one loop iteration, committed in one transaction by on_check().
+  store::Batch batch_;
+  struct PendingSubmit {
+    control::ConnectionId conn = 0;
+    std::optional<json> req;
+    std::size_t first = 0;  // index into batch_.submits
+    std::size_t count = 0;
+  };
+  std::vector<PendingSubmit> pending_submits_;
+
+  // The window: the scheduler holds at most window_ jobs; the rest wait in the store.
+  std::size_t window_ = 1024;
+  std::optional<store::Cursor> cursor_;  // run-order position of the last job loaded from the store
+  bool store_has_more_ = true;           // queued jobs may be in the store beyond cursor_
+  bool rewind_ = false;                  // a job sorting before cursor_ was submitted: read from the start
+  std::unordered_set<core::JobId> retry_wait_;          // in memory, waiting for their next attempt
+  std::unordered_map<core::JobId, int> prior_attempts_;  // attempts made by earlier daemon runs
+  std::unordered_set<core::JobId> user_cancelled_;       // cancels asked by a client (vs. shutdown)
+
+  std::unordered_set<control::ConnectionId> watchers_;
+  bool shutting_down_ = false;
+  bool drained_ = false;
+  std::uint64_t last_tick_files_ = 0;
+  std::uint64_t last_tick_bytes_ = 0;
+  double files_per_s_ = 0;
+  double mib_per_s_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------------ start-up
+
+int Daemon::run() {
+  window_ = window_for(*config_);
+  auto requeued = store_->requeue_running();
+  if (requeued > 0) spdlog::info("store: {} job(s) left running by the previous process re-queued", requeued);
+  auto pruned = store_->prune({std::chrono::duration_cast<std::chrono::seconds>(config_->state.history_max_age),
+                               config_->state.history_max_jobs});
+  if (pruned > 0) spdlog::info("store: pruned {} finished job(s) from the history", pruned);
+
+  control_ = std::make_unique<control::ControlServer>(
+      loop_.get(), [this](control::ConnectionId c, control::ParseResult r) { on_line(c, std::move(r)); },
+      [this](control::ConnectionId c) { watchers_.erase(c); },
+      control::ControlServer::Options{.max_connections = static_cast<std::size_t>(config_->control.max_connections)});
+  try {
+    start_listening();
+  } catch (const std::exception& e) {
+    // Nothing runs yet; close what is open so the loop can close cleanly.
+    spdlog::error("serve: {}", e.what());
+    control_->close([] {});
+    check_.close();
+    tick_timer_.close();
+    log_timer_.close();
+    prune_timer_.close();
+    watchdog_timer_.close();
+    grace_timer_.close();
+    sigterm_.close();
+    sigint_.close();
+    sighup_.close();
+    loop_.run();
+    control_.reset();
+    return kExitStartup;
+  }
+
+  // The scheduler (and its strategy: threads, worker processes) only once the socket is ours.
+  scheduler::Scheduler::Options opts;
+  opts.retry = retry_policy(*config_);
+  opts.on_started = [this](const scheduler::JobRecord& j) { on_started(j); };
+  opts.on_retry = [this](const scheduler::JobRecord& j) { on_retry(j); };
+  opts.on_finished = [this](const scheduler::JobRecord& j) { on_finished(j); };
+  scheduler_ = std::make_unique<scheduler::Scheduler>(
+      loop_.get(),
+      [this](strategy::Strategy::ResultCallback cb) {
+        return strategy::make_strategy(*config_, loop_.get(), std::move(cb));
+      },
+      std::move(opts));
+
+  auto added = enqueue_config_jobs(*config_);
+  flush();
+  refill();
+
+  check_.start([this] { on_check(); });
+  tick_timer_.start(kTickMs, kTickMs, [this] { tick(); });
+  start_log_timer();
+  prune_timer_.start(kPruneEveryMs, kPruneEveryMs, [this] {
+    try {
+      flush();
+      store_->prune({std::chrono::duration_cast<std::chrono::seconds>(config_->state.history_max_age),
+                     config_->state.history_max_jobs});
+    } catch (const std::exception& e) {
+      spdlog::error("store: pruning failed: {}", e.what());
+    }
+  });
+  if (auto wd = watchdog_interval()) {
+    auto every = static_cast<std::uint64_t>(std::max<std::int64_t>(1, wd->count() / 2000));
+    watchdog_timer_.start(every, every, [this] { notifier_.watchdog(); });
+  } else {
+    watchdog_timer_.close();
+  }
+  sigterm_.start(SIGTERM, [this](int s) { begin_shutdown(s); });
+  sigint_.start(SIGINT, [this](int s) { begin_shutdown(s); });
+  sighup_.start(SIGHUP, [this](int) { reload(); });
+  grace_timer_.stop();
+
+  auto counts = store_->counts();
+  spdlog::info("serve: ready in {:.0f} ms; strategy={} concurrency={} output={} store={} queued={} "
+               "(from the job list: {} new)",
+               std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
+               config::to_string(config_->strategy.kind), config_->strategy.concurrency,
+               config_->output.dir.string(), (config_->state.dir / "jobs.db").string(), counts.queued, added);
+  notifier_.ready();
+
+  loop_.run();
+
+  auto totals = scheduler_->counters();
+  spdlog::info("{}", throughput_.total(totals));
+  scheduler_.reset();
+  control_.reset();
+  spdlog::info("serve: stopped");
+  return kExitOk;
+}
+
+void Daemon::start_listening() {
+  auto fds = take_listen_fds();
+  if (!fds.empty()) {
+    for (int fd : fds) control_->adopt(fd);
+    spdlog::info("control: {} socket(s) from systemd (socket activation)", fds.size());
+  } else {
+    const auto& c = config_->control;
+    control_->listen_unix(c.socket, c.mode, group_id(c.group));
+  }
+  if (const auto& tcp = config_->control.tcp; !tcp.empty()) {
+    auto colon = tcp.rfind(':');
+    std::string host = tcp.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    if (host == "localhost") host = "127.0.0.1";
+    control_->listen_tcp(host, std::stoi(tcp.substr(colon + 1)));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ shutdown
+
+void Daemon::begin_shutdown(int signum) {
+  if (shutting_down_) {
+    // Second signal: leave now. Every commit is atomic, so the store is consistent; jobs still running are
+    // re-queued at the next start.
+    spdlog::warn("{} again: exiting now", strsignal(signum));
+    try {
+      flush();
+    } catch (...) {
+    }
+    std::_Exit(kExitOk);
+  }
+  shutting_down_ = true;
+  spdlog::info("{}: shutting down; in-flight transfers get {} to finish (again to exit at once)",
+               strsignal(signum), core::format_duration(config_->shutdown.grace));
+  notifier_.stopping();
+  auto grace_ms = static_cast<std::uint64_t>(config_->shutdown.grace.count());
+  notifier_.extend_timeout(std::chrono::milliseconds(grace_ms) + std::chrono::seconds(15));
+  control_->stop_listening();
+  grace_timer_.start(grace_ms, 0, [this] {
+    spdlog::warn("shutdown: grace period over; cancelling {} transfer(s) (they run again at the next start)",
+                 scheduler_->running());
+    scheduler_->cancel_all();
+  });
+  scheduler_->drain([this] { finish_shutdown(); });
+}
+
+void Daemon::finish_shutdown() {
+  drained_ = true;
+  // Deferred to the check callback: drain's callback runs inside the strategy.
+  check_.start([this] {
+    try {
+      flush();
+    } catch (const std::exception& e) {
+      spdlog::error("store: final commit failed: {}", e.what());
+    }
+    check_.close();
+    tick_timer_.close();
+    log_timer_.close();
+    prune_timer_.close();
+    watchdog_timer_.close();
+    grace_timer_.close();
+    sigterm_.close();
+    sigint_.close();
+    sighup_.close();
+    control_->close([] {});
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ the store
+
+void Daemon::record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes) {
+  batch_.updates.push_back(store::Update{id, state, attempts, std::move(error), bytes});
+}
+
+void Daemon::on_check() {
+  try {
+    flush();
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+  }
+  if (!shutting_down_) refill();
+}
+
+// Commits everything gathered since the last commit in one transaction, then answers the submits it held.
+void Daemon::flush() {
+  if (batch_.empty()) return;
+  store::BatchResult result;
+  try {
+    result = store_->commit(batch_);
+  } catch (const store::StoreError& e) {
+    // Nothing of the batch is stored: refuse the submits (the client may retry) and keep the state changes
+    // for the next attempt.
+    for (const auto& p : pending_submits_) {
+      reply_error(p.conn, control::ErrorCode::kUnavailable, std::string("job store: ") + e.what(), "submit",
+                  p.req);
+    }
+    pending_submits_.clear();
+    batch_.submits.clear();
+    throw;
+  }
+  auto submits = std::move(batch_.submits);
+  auto pending = std::move(pending_submits_);
+  batch_ = {};
+  pending_submits_.clear();
+
+  for (std::size_t i = 0; i < submits.size(); ++i) {
+    const auto& outcome = result.submits.at(i);
+    if (outcome.kind != store::SubmitOutcome::Kind::kCreated) continue;
+    store::Job job;
+    job.id = outcome.id;
+    job.key = submits[i].key;
+    job.url = submits[i].url;
+    job.dest = submits[i].dest;
+    job.sha256 = submits[i].sha256;
+    job.size = submits[i].size;
+    job.headers = submits[i].headers;
+    job.priority = submits[i].priority;
+    emit("queued", job);
+    if (shutting_down_) continue;
+    bool before_cursor = cursor_ && job.priority > cursor_->priority;
+    if (!store_has_more_ && window_has_room()) {
+      add_to_scheduler(job);
+    } else {
+      store_has_more_ = true;
+      if (before_cursor) rewind_ = true;
+    }
+  }
+  for (const auto& p : pending) {
+    json jobs = json::array();
+    std::optional<std::string> conflict;
+    for (std::size_t i = p.first; i < p.first + p.count; ++i) {
+      const auto& o = result.submits.at(i);
+      if (o.kind == store::SubmitOutcome::Kind::kConflict) {
+        if (!conflict) {
+          conflict = fmt::format("jobs[{}].dest: {} is already the destination of unfinished job {}",
+                                 i - p.first, submits[i].dest, o.id);
+        }
+        jobs.push_back({{"error", "conflict"}, {"conflicts_with", o.id}});
+        continue;
+      }
+      jobs.push_back({{"id", o.id},
+                      {"state", store::to_string(o.state)},
+                      {"existing", o.kind == store::SubmitOutcome::Kind::kExisting}});
+    }
+    if (conflict) {
+      control::ProtocolError err{control::ErrorCode::kConflict, *conflict, "submit", p.req};
+      std::string line = control::encode_error(err);
+      control_->send(p.conn, std::move(line));
+    } else {
+      control_->send(p.conn, control::encode_result("submit", p.req, json{{"jobs", std::move(jobs)}}));
+    }
+  }
+}
+
+// Loads queued jobs from the store while the window has room. Jobs already in memory are skipped (a job that
+// was added directly on submit is also still "queued" in the store until it starts).
+void Daemon::refill() {
+  if (!store_has_more_ && !rewind_) return;
+  if (!window_has_room()) return;
+  // Only when the queue in memory runs low, so a refill reads a large batch rather than one job at a time.
+  if (scheduler_->runnable() > static_cast<std::size_t>(config_->strategy.concurrency) && !rewind_) return;
+  if (rewind_) {
+    cursor_.reset();
+    rewind_ = false;
+  }
+  std::size_t room = window_ - (scheduler_->runnable() + scheduler_->running() + retry_wait_.size());
+  std::vector<store::Job> jobs;
+  try {
+    jobs = store_->next_queued(cursor_, room);
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return;
+  }
+  for (const auto& job : jobs) {
+    cursor_ = store::Cursor{job.priority, job.id};
+    if (scheduler_->contains(job.id)) continue;
+    add_to_scheduler(job);
+  }
+  if (jobs.size() < room) store_has_more_ = false;
+}
+
+void Daemon::add_to_scheduler(const store::Job& job) {
+  config::Job cj;
+  cj.url = job.url;
+  cj.headers = job.headers;
+  core::TransferRequest r;
+  r.id = job.id;
+  r.url = job.url;
+  r.dest = job.dest;
+  r.sha256 = job.sha256;
+  r.expected_size = job.size;
+  r.on_exists = config_->output.on_exists;
+  r.fsync = config_->output.fsync;
+  r.options = config_->effective_options(cj);
+  if (job.attempts > 0) prior_attempts_[job.id] = job.attempts;
+  scheduler_->add(std::move(r));
+}
+
+// ------------------------------------------------------------------------------------------------ scheduler hooks
+
+namespace {
+int attempts_of(const std::unordered_map<core::JobId, int>& prior, const scheduler::JobRecord& job) {
+  auto it = prior.find(job.request.id);
+  return (it == prior.end() ? 0 : it->second) + job.request.attempt;
+}
+}  // namespace
+
+void Daemon::on_started(const scheduler::JobRecord& job) {
+  retry_wait_.erase(job.request.id);
+  record(job.request.id, store::State::kRunning, attempts_of(prior_attempts_, job), "", 0);
+  emit("started", job, store::State::kRunning);
+}
+
+void Daemon::on_retry(const scheduler::JobRecord& job) {
+  retry_wait_.insert(job.request.id);
+  record(job.request.id, store::State::kQueued, attempts_of(prior_attempts_, job), job.last.message,
+         job.last.bytes);
+  emit("queued", job, store::State::kQueued);
+}
+
+void Daemon::on_finished(const scheduler::JobRecord& job) {
+  auto id = job.request.id;
+  retry_wait_.erase(id);  // when it was cancelled while waiting
+  int attempts = attempts_of(prior_attempts_, job);
+  prior_attempts_.erase(id);
+  store::State state = store::State::kFailed;
+  if (job.state == scheduler::JobState::kDone) {
+    state = store::State::kDone;
+  } else if (job.state == scheduler::JobState::kCancelled) {
+    state = store::State::kCancelled;
+    if (!user_cancelled_.erase(id) && shutting_down_) {
+      // Stopped by the shutdown, not by a client: it runs again at the next start. The interrupted attempt
+      // does not count against its retries.
+      record(id, store::State::kQueued, std::max(0, attempts - 1), "interrupted by shutdown", job.last.bytes);
+      return;
+    }
+  }
+  record(id, state, attempts, job.last.ok() ? "" : job.last.message, job.last.bytes);
+  emit(state == store::State::kDone ? "done" : state == store::State::kFailed ? "failed" : "cancelled", job,
+       state);
+}
+
+// ------------------------------------------------------------------------------------------------ control
+
+void Daemon::reply_error(control::ConnectionId conn, control::ErrorCode code, std::string message,
+                         std::string_view op, const std::optional<json>& req) {
+  control_->send(conn, control::encode_error(control::ProtocolError{code, std::move(message), std::string(op), req}));
+}
+
+void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
+  // Responses go out in request order: a submit's answer waits for the commit, so every other request commits
+  // what is pending first.
+  auto* request = std::get_if<control::Request>(&parsed);
+  if (!request || !std::holds_alternative<control::Submit>(request->op)) {
+    try {
+      flush();
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+    }
+  }
+  if (!request) {
+    control_->send(conn, control::encode_error(std::get<control::ProtocolError>(parsed)));
+    return;
+  }
+  const auto& req = request->req;
+  std::visit(
+      [&](auto& op) {
+        using T = std::decay_t<decltype(op)>;
+        if constexpr (std::is_same_v<T, control::Submit>) {
+          handle_submit(conn, req, op);
+        } else if constexpr (std::is_same_v<T, control::Status>) {
+          handle_status(conn, req, op.id);
+        } else if constexpr (std::is_same_v<T, control::Cancel>) {
+          handle_cancel(conn, req, op.id);
+        } else if constexpr (std::is_same_v<T, control::List>) {
+          handle_list(conn, req, op);
+        } else if constexpr (std::is_same_v<T, control::Stats>) {
+          control_->send(conn, control::encode_result("stats", req, stats_json()));
+        } else if constexpr (std::is_same_v<T, control::Watch>) {
+          watchers_.insert(conn);
+          control_->send(conn, control::encode_result("watch", req, json{{"watching", true}}));
+        } else if constexpr (std::is_same_v<T, control::Reload>) {
+          auto errors = reload();
+          if (errors.empty()) {
+            control_->send(conn, control::encode_result("reload", req, json{{"reloaded", true}}));
+          } else {
+            std::string msg;
+            for (const auto& e : errors) msg += (msg.empty() ? "" : "\n") + e;
+            reply_error(conn, control::ErrorCode::kReloadFailed, msg, "reload", req);
+          }
+        } else if constexpr (std::is_same_v<T, control::Ping>) {
+          control_->send(conn, control::encode_result(
+                                   "ping", req, json{{"version", core::kVersion}, {"pid", static_cast<int>(getpid())}}));
+        }
+      },
+      request->op);
+}
+
+void Daemon::handle_submit(control::ConnectionId conn, const std::optional<json>& req, control::Submit& submit) {
+  if (shutting_down_) {
+    reply_error(conn, control::ErrorCode::kUnavailable, "fetchd is shutting down; submit again after the restart",
+                "submit", req);
+    return;
+  }
+  // Confine every destination before anything is stored: the request is all or nothing.
+  std::vector<store::NewJob> jobs;
+  jobs.reserve(submit.jobs.size());
+  for (std::size_t i = 0; i < submit.jobs.size(); ++i) {
+    auto& spec = submit.jobs[i];
+    std::string rel = spec.dest ? *spec.dest : core::filename_from_url(spec.url);
+    std::string why;
+    auto dest = core::confine(config_->output.dir, rel, &why);
+    if (!dest) {
+      reply_error(conn, control::ErrorCode::kInvalidJob, fmt::format("jobs[{}].dest: {}", i, why), "submit", req);
+      return;
+    }
+    store::NewJob job;
+    job.key = spec.key ? "client:" + *spec.key : "";
+    job.url = std::move(spec.url);
+    job.dest = dest->string();
+    job.sha256 = std::move(spec.sha256);
+    job.size = spec.size;
+    job.headers = std::move(spec.headers);
+    job.priority = spec.priority;
+    jobs.push_back(std::move(job));
+  }
+  pending_submits_.push_back(PendingSubmit{conn, req, batch_.submits.size(), jobs.size()});
+  for (auto& j : jobs) batch_.submits.push_back(std::move(j));
+  // Answered by flush(), at the end of this loop iteration (on_check) or before the next other request.
+}
+
+std::optional<store::Job> Daemon::job_now(core::JobId id) {
+  auto job = store_->get(id);
+  if (job && job->state == store::State::kRunning) {
+    for (const auto& p : scheduler_->progress()) {
+      if (p.id == id) job->bytes = p.bytes;
+    }
+  }
+  return job;
+}
+
+void Daemon::handle_status(control::ConnectionId conn, const std::optional<json>& req, core::JobId id) {
+  auto job = job_now(id);
+  if (!job) return reply_error(conn, control::ErrorCode::kNotFound, fmt::format("no job {}", id), "status", req);
+  control_->send(conn, control::encode_result("status", req, json{{"job", control::job_to_json(*job)}}));
+}
+
+void Daemon::handle_cancel(control::ConnectionId conn, const std::optional<json>& req, core::JobId id) {
+  auto job = store_->get(id);
+  if (!job) return reply_error(conn, control::ErrorCode::kNotFound, fmt::format("no job {}", id), "cancel", req);
+  if (!store::finished(job->state)) {
+    if (scheduler_->contains(id)) {
+      user_cancelled_.insert(id);
+      scheduler_->cancel(id);  // queued or waiting: finished now; running: its transfer stops and reports
+    } else {
+      // Only in the store (beyond the window): cancel it there.
+      record(id, store::State::kCancelled, job->attempts, "cancelled", job->bytes);
+      store::Job cancelled = *job;
+      cancelled.state = store::State::kCancelled;
+      emit("cancelled", cancelled);
+    }
+    try {
+      flush();
+    } catch (const std::exception& e) {
+      return reply_error(conn, control::ErrorCode::kUnavailable, e.what(), "cancel", req);
+    }
+    job = job_now(id);
+    if (!job) return reply_error(conn, control::ErrorCode::kNotFound, fmt::format("no job {}", id), "cancel", req);
+  }
+  control_->send(conn, control::encode_result("cancel", req, json{{"job", control::job_to_json(*job)}}));
+}
+
+void Daemon::handle_list(control::ConnectionId conn, const std::optional<json>& req, const control::List& list) {
+  store::ListQuery q;
+  q.state = list.state;
+  q.after_id = list.after;
+  q.offset = list.offset;
+  q.limit = list.limit;
+  auto jobs = store_->list(q);
+  auto counts = store_->counts();
+  std::uint64_t total = counts.queued + counts.running + counts.done + counts.failed + counts.cancelled;
+  if (list.state) {
+    switch (*list.state) {
+      case store::State::kQueued: total = counts.queued; break;
+      case store::State::kRunning: total = counts.running; break;
+      case store::State::kDone: total = counts.done; break;
+      case store::State::kFailed: total = counts.failed; break;
+      case store::State::kCancelled: total = counts.cancelled; break;
+    }
+  }
+  json out = json::array();
+  for (const auto& j : jobs) out.push_back(control::job_to_json(j));
+  json next = jobs.size() == q.limit && !jobs.empty() ? json(jobs.back().id) : json(nullptr);
+  control_->send(conn, control::encode_result("list", req,
+                                              json{{"jobs", std::move(out)}, {"total", total}, {"next_after", next}}));
+}
+
+json Daemon::stats_json() {
+  auto c = scheduler_->counters();
+  store::Counts s = store_->counts();
+  return json{{"strategy", config::to_string(config_->strategy.kind)},
+              {"concurrency", config_->strategy.concurrency},
+              {"active", c.active},
+              {"queued", s.queued},
+              {"done", s.done},
+              {"failed", s.failed},
+              {"cancelled", s.cancelled},
+              {"bytes", c.bytes},
+              {"files_per_s", files_per_s_},
+              {"mib_per_s", mib_per_s_},
+              {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
+}
+
+// ------------------------------------------------------------------------------------------------ watch
+
+void Daemon::emit(std::string_view event, const store::Job& job) {
+  if (watchers_.empty()) return;
+  std::string line = control::encode_event(event, "job", control::watch_job_to_json(job));
+  for (auto conn : watchers_) control_->send(conn, line);
+}
+
+void Daemon::emit(std::string_view event, const scheduler::JobRecord& record, store::State state) {
+  if (watchers_.empty()) return;
+  store::Job job;
+  job.id = record.request.id;
+  job.url = record.request.url;
+  job.dest = record.request.dest;
+  job.sha256 = record.request.sha256;
+  job.size = record.request.expected_size;
+  job.state = state;
+  job.attempts = attempts_of(prior_attempts_, record);
+  job.bytes = record.last.bytes;
+  if (state != store::State::kRunning && !record.last.ok()) job.error = record.last.message;
+  emit(event, job);
+}
+
+void Daemon::tick() {
+  auto c = scheduler_->counters();
+  std::uint64_t files = c.done + c.failed;
+  files_per_s_ = static_cast<double>(files - last_tick_files_) * 1000.0 / kTickMs;
+  mib_per_s_ = static_cast<double>(c.bytes - last_tick_bytes_) / (1024.0 * 1024.0) * 1000.0 / kTickMs;
+  last_tick_files_ = files;
+  last_tick_bytes_ = c.bytes;
+  std::uint64_t queued = 0;
+  try {
+    queued = store_->counts().queued;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+  }
+  notifier_.status(fmt::format("active={} queued={} done={} failed={} MiB/s={:.2f}", c.active, queued, c.done,
+                               c.failed, mib_per_s_));
+  if (shutting_down_) {
+    notifier_.extend_timeout(std::chrono::seconds(15));  // still draining: keep systemd from killing us
+  }
+  if (watchers_.empty()) return;
+  std::string stats_line = control::encode_event("stats", "stats", stats_json());
+  for (auto conn : watchers_) control_->send(conn, stats_line);
+  for (const auto& p : scheduler_->progress()) {
+    json body{{"id", p.id}, {"state", "running"}, {"bytes", p.bytes}};
+    std::string line = control::encode_event("progress", "job", body);
+    for (auto conn : watchers_) control_->send(conn, line);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ config
+
+std::size_t Daemon::enqueue_config_jobs(const config::Config& c) {
+  for (const auto& job : c.jobs) {
+    auto r = scheduler::make_request(c, job);
+    store::NewJob nj;
+    nj.key = config_key(r.dest, job.url);
+    nj.url = job.url;
+    nj.dest = r.dest;
+    nj.sha256 = job.sha256;
+    nj.size = job.size;
+    nj.headers = job.headers;
+    batch_.submits.push_back(std::move(nj));
+  }
+  return c.jobs.size();
+}
+
+void Daemon::start_log_timer() {
+  auto interval = static_cast<std::uint64_t>(std::max<std::int64_t>(1, config_->log.interval.count()));
+  log_timer_.start(interval, interval, [this] {
+    auto c = scheduler_->counters();
+    try {
+      c.queued = store_->counts().queued;
+    } catch (...) {
+    }
+    spdlog::info("{}", throughput_.sample(c));
+  });
+}
+
+// Validates the config file again and applies it to what starts from now on. Returns the errors (then the old
+// config stays in force).
+std::vector<std::string> Daemon::reload() {
+  spdlog::info("reload: reading {}", config_path_.string());
+  std::unique_ptr<config::Config> fresh;
+  try {
+    fresh = std::make_unique<config::Config>(config::load_config(config_path_));
+  } catch (const config::ConfigErrors& e) {
+    std::vector<std::string> out;
+    for (const auto& err : e.errors()) {
+      spdlog::error("reload: {}", err.to_string());
+      out.push_back(err.to_string());
+    }
+    spdlog::error("reload: the configuration stays as it was");
+    return out;
+  } catch (const std::exception& e) {
+    spdlog::error("reload: {}; the configuration stays as it was", e.what());
+    return {e.what()};
+  }
+  notifier_.reloading();
+  if (fresh->control != config_->control || fresh->state != config_->state) {
+    spdlog::warn("reload: control.* and state.* changes take effect at the next start");
+  }
+  std::error_code ec;
+  fs::create_directories(fresh->output.dir, ec);
+  bool strategy_changed = !(fresh->strategy == config_->strategy) || fresh->output.fsync != config_->output.fsync;
+  std::string level = fresh->log.level;
+  bool interval_changed = fresh->log.interval != config_->log.interval;
+  auto added = enqueue_config_jobs(*fresh);
+  config_ = std::move(fresh);
+  scheduler_->set_retry_policy(retry_policy(*config_));
+  window_ = window_for(*config_);
+  if (strategy_changed && !shutting_down_) {
+    spdlog::info("reload: strategy now {} concurrency={}, for transfers started from now on",
+                 config::to_string(config_->strategy.kind), config_->strategy.concurrency);
+    scheduler_->replace_strategy([this](strategy::Strategy::ResultCallback cb) {
+      return strategy::make_strategy(*config_, loop_.get(), std::move(cb));
+    });
+  }
+  spdlog::set_level(spdlog::level::from_str(level));
+  if (interval_changed) start_log_timer();
+  try {
+    flush();
+  } catch (const std::exception& e) {
+    spdlog::error("reload: {}", e.what());
+  }
+  spdlog::info("reload: done ({} job(s) in the job list)", added);
+  notifier_.ready();
+  return {};
+}
+
+}  // namespace
+
+int run_daemon(const fs::path& config_path) {
+  config::Config config;
+  try {
+    config = config::load_config(config_path);
+  } catch (const config::ConfigErrors& e) {
+    for (const auto& err : e.errors()) spdlog::error("{}", err.to_string());
+    spdlog::error("serve: invalid configuration; not started");
+    return kExitConfig;
+  }
+  spdlog::set_level(spdlog::level::from_str(config.log.level));
+  std::unique_ptr<store::JobStore> store;
+  try {
+    fs::create_directories(config.state.dir);
+    fs::create_directories(config.output.dir);
+    store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
+  } catch (const std::exception& e) {
+    spdlog::error("serve: {}", e.what());
+    return kExitStartup;
+  }
+  try {
+    Daemon daemon(config_path, std::move(config), std::move(store));
+    return daemon.run();
+  } catch (const std::exception& e) {
+    spdlog::error("serve: {}", e.what());
+    return kExitStartup;
+  }
+}
+
+}  // namespace fetchd::service
