@@ -7,8 +7,10 @@
 
 #include <chrono>
 #include <ctime>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "fake_file_system.hpp"
 #include "test_http_server.hpp"
@@ -452,6 +454,39 @@ TEST_F(TransferTest, FromEasyFindsTheTransfer) {
   EXPECT_EQ(Transfer::from_easy(transfer.easy()), &transfer);
   transfer.publish(transfer.finish(CURLE_ABORTED_BY_CALLBACK));
   expect_no_file("f.bin");
+}
+
+// Only kLargeReceiveBuffers transfers at a time get curl's 16 KiB buffer, the others 4 KiB, and a slot comes
+// back when its transfer is destroyed. The small buffer still moves a body 250 times its size intact.
+TEST_F(TransferTest, ReceiveBufferIsLargeOnlyForTheFirstTransfers) {
+  server_.route("/million", {make_reply(200, "OK", std::string(1000000, 'a'))});
+  std::vector<std::unique_ptr<Transfer>> held;
+  for (int i = 0; i < kLargeReceiveBuffers; ++i) {
+    auto t = std::make_unique<Transfer>(request("/f", "held/" + std::to_string(i)));
+    EXPECT_EQ(t->receive_buffer(), 0) << "chosen by prepare()";
+    ASSERT_FALSE(t->prepare());
+    EXPECT_EQ(t->receive_buffer(), kLargeReceiveBuffer) << i;
+    held.push_back(std::move(t));
+  }
+
+  auto req = request("/million", "million.bin");
+  req.sha256 = std::string(testutil::kSha256MillionA);
+  {
+    Transfer small(req, &fs_);
+    TransferResult r = perform_blocking(small);
+    EXPECT_EQ(small.receive_buffer(), kSmallReceiveBuffer);
+    EXPECT_TRUE(r.ok()) << r.message;
+    EXPECT_EQ(r.bytes, 1000000u);
+    EXPECT_EQ(r.sha256, testutil::kSha256MillionA);
+  }
+
+  held.back()->publish(held.back()->finish(CURLE_ABORTED_BY_CALLBACK));
+  held.pop_back();  // gives its slot back
+  Transfer next(request("/f", "next.bin"));
+  ASSERT_FALSE(next.prepare());
+  EXPECT_EQ(next.receive_buffer(), kLargeReceiveBuffer);
+  next.publish(next.finish(CURLE_ABORTED_BY_CALLBACK));
+  for (auto& t : held) t->publish(t->finish(CURLE_ABORTED_BY_CALLBACK));
 }
 
 }  // namespace

@@ -72,7 +72,25 @@ std::string header_line(const std::string& name, const std::string& value) {
   return value.empty() ? name + ";" : fmt::format("{}: {}", name, value);
 }
 
+// Transfers of this process holding a large receive buffer (atomic: thread-pool workers prepare at once).
+std::atomic<int> large_receive_buffers{0};
+
 }  // namespace
+
+bool Transfer::LargeBufferSlot::try_acquire() {
+  if (held_) return true;
+  int n = large_receive_buffers.load(std::memory_order_relaxed);
+  while (n < kLargeReceiveBuffers) {
+    if (large_receive_buffers.compare_exchange_weak(n, n + 1, std::memory_order_relaxed)) return held_ = true;
+  }
+  return false;
+}
+
+void Transfer::LargeBufferSlot::release() {
+  if (!held_) return;
+  held_ = false;
+  large_receive_buffers.fetch_sub(1, std::memory_order_relaxed);
+}
 
 Transfer::Transfer(core::TransferRequest request, FileSystem* fs)
     : request_(std::move(request)),
@@ -139,6 +157,7 @@ std::optional<TransferResult> Transfer::prepare() {
   } catch (const std::exception& e) {
     if (sink_) sink_->discard();
     easy_.reset();
+    large_buffer_slot_.release();
     return fail(ErrorCategory::kInternal, fmt::format("setting up the transfer: {}", e.what()));
   }
   return std::nullopt;
@@ -176,6 +195,8 @@ void Transfer::configure() {
   e.set(CURLOPT_NOPROGRESS, 0L, "CURLOPT_NOPROGRESS");
   e.set(CURLOPT_ERRORBUFFER, error_buffer_.data(), "CURLOPT_ERRORBUFFER");
   e.set(CURLOPT_PRIVATE, static_cast<void*>(this), "CURLOPT_PRIVATE");
+  receive_buffer_ = large_buffer_slot_.try_acquire() ? kLargeReceiveBuffer : kSmallReceiveBuffer;
+  e.set(CURLOPT_BUFFERSIZE, receive_buffer_, "CURLOPT_BUFFERSIZE");
 }
 
 void Transfer::abort_with(ErrorCategory category, std::string message) {

@@ -25,6 +25,16 @@ class FileSystem;  // file_system.hpp: the injectable file interface (tests inje
 class Sink;
 struct ResponseHeaders;
 
+// curl 7.88 gives every easy handle a receive buffer of CURLOPT_BUFFERSIZE bytes (16 KiB by default) at its
+// first connect and frees it in curl_easy_cleanup. Once a body larger than the buffer arrived, all of it is
+// resident: the largest part of a transfer's memory (docs/benchmarks.md). A smaller buffer costs syscalls per
+// byte (a recv, a poll and our write per read: 4 KiB cost 15-30 % more CPU per byte on large files), which
+// matters only for a few fast transfers. So at most kLargeReceiveBuffers transfers of a process hold 16 KiB
+// at a time and the others 4 KiB: thousands in flight cost 4 KiB each plus a fixed 1 MiB at most.
+inline constexpr long kLargeReceiveBuffer = 16 * 1024;
+inline constexpr long kSmallReceiveBuffer = 4 * 1024;
+inline constexpr int kLargeReceiveBuffers = 64;
+
 class Transfer {
  public:
   // fs: nullptr means the real file system (posix_file_system()); tests inject a fake.
@@ -51,6 +61,11 @@ class Transfer {
   // What the headers of the last response said (status, Content-Length, Retry-After, ETag, Last-Modified,
   // ...). Same thread as the one driving the transfer.
   const ResponseHeaders& response_headers() const { return *response_; }
+
+  // curl's receive buffer for this transfer (CURLOPT_BUFFERSIZE), 0 until prepare() chose it:
+  // kLargeReceiveBuffer while fewer than kLargeReceiveBuffers transfers of the process hold one, else
+  // kSmallReceiveBuffer.
+  long receive_buffer() const { return receive_buffer_; }
 
   // Any thread: body bytes received in this attempt so far.
   std::uint64_t bytes_received() const { return bytes_.load(std::memory_order_relaxed); }
@@ -89,6 +104,22 @@ class Transfer {
   std::unique_ptr<Sink> sink_;
   curl::Slist headers_;
   std::array<char, CURL_ERROR_SIZE> error_buffer_{};
+  // One of the process's kLargeReceiveBuffers slots while this transfer's easy handle has a large buffer;
+  // released after the handle (declared before easy_, so destroyed after it).
+  class LargeBufferSlot {
+   public:
+    LargeBufferSlot() = default;
+    ~LargeBufferSlot() { release(); }
+    LargeBufferSlot(const LargeBufferSlot&) = delete;
+    LargeBufferSlot& operator=(const LargeBufferSlot&) = delete;
+    bool try_acquire();  // false when all slots are taken
+    void release();
+
+   private:
+    bool held_ = false;
+  };
+  LargeBufferSlot large_buffer_slot_;
+  long receive_buffer_ = 0;
   std::optional<curl::Easy> easy_;  // last: curl lets go of everything above before they are destroyed
 };
 
