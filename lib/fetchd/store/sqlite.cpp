@@ -51,7 +51,9 @@ Statement& Statement::operator=(Statement&& other) noexcept {
   return *this;
 }
 
-Statement::~Statement() { sqlite3_finalize(stmt_); }
+Statement::~Statement() {
+  sqlite3_finalize(stmt_);
+}
 
 void Statement::fail(int rc, std::string_view what) const {
   throw_error(*db_name_, what, sqlite3_db_handle(stmt_), rc);
@@ -61,11 +63,14 @@ void Statement::check_bind(int rc, int index) const {
   if (rc != SQLITE_OK) fail(rc, fmt::format("binding parameter {} of \"{}\"", index, describe(stmt_)));
 }
 
-void Statement::bind(int index, std::int64_t value) { check_bind(sqlite3_bind_int64(stmt_, index, value), index); }
+void Statement::bind(int index, std::int64_t value) {
+  check_bind(sqlite3_bind_int64(stmt_, index, value), index);
+}
 
 void Statement::bind(int index, std::string_view text) {
-  check_bind(sqlite3_bind_text(stmt_, index, text.data(), to_int_size(text.size(), *db_name_), SQLITE_TRANSIENT),
-             index);
+  check_bind(
+      sqlite3_bind_text(stmt_, index, text.data(), to_int_size(text.size(), *db_name_), SQLITE_TRANSIENT),
+      index);
 }
 
 void Statement::bind_blob(int index, std::string_view bytes) {
@@ -74,7 +79,9 @@ void Statement::bind_blob(int index, std::string_view bytes) {
       index);
 }
 
-void Statement::bind_null(int index) { check_bind(sqlite3_bind_null(stmt_, index), index); }
+void Statement::bind_null(int index) {
+  check_bind(sqlite3_bind_null(stmt_, index), index);
+}
 
 bool Statement::step() {
   const int rc = sqlite3_step(stmt_);
@@ -88,9 +95,13 @@ void Statement::run() {
   }
 }
 
-bool Statement::is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+bool Statement::is_null(int column) const {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
 
-std::int64_t Statement::column_int64(int column) const { return sqlite3_column_int64(stmt_, column); }
+std::int64_t Statement::column_int64(int column) const {
+  return sqlite3_column_int64(stmt_, column);
+}
 
 std::string Statement::column_text(int column) const {
   // Text and blob columns alike: the bytes exactly as stored (SQLite does not validate UTF-8).
@@ -128,7 +139,9 @@ Database& Database::operator=(Database&& other) noexcept {
   return *this;
 }
 
-Database::~Database() { close(); }
+Database::~Database() {
+  close();
+}
 
 void Database::close() noexcept {
   // close_v2 never fails with open statements: it defers the release until the last one is finalized, so the
@@ -137,12 +150,14 @@ void Database::close() noexcept {
   assert(rc == SQLITE_OK);
 }
 
-void Database::fail(int rc, std::string_view what) const { throw_error(*name_, what, db_, rc); }
+void Database::fail(int rc, std::string_view what) const {
+  throw_error(*name_, what, db_, rc);
+}
 
 Statement Database::prepare(std::string_view sql) {
   sqlite3_stmt* stmt = nullptr;
-  const int rc = sqlite3_prepare_v3(db_, sql.data(), to_int_size(sql.size(), *name_), SQLITE_PREPARE_PERSISTENT,
-                                    &stmt, nullptr);
+  const int rc = sqlite3_prepare_v3(db_, sql.data(), to_int_size(sql.size(), *name_),
+                                    SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   Statement owner(stmt, name_);
   if (rc != SQLITE_OK) {
     constexpr std::size_t kMax = 60;
@@ -157,14 +172,16 @@ void Database::exec(const char* sql, std::string_view what) {
 }
 
 template <typename Read>
-auto Database::query_one(const char* sql, std::string_view what, Read read) -> decltype(read(std::declval<Statement&>())) {
+auto Database::query_one(const char* sql, std::string_view what, Read read)
+    -> decltype(read(std::declval<Statement&>())) {
   sqlite3_stmt* stmt = nullptr;
   const int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
   Statement s(stmt, name_);
   if (rc != SQLITE_OK) fail(rc, what);
   auto scope = s.use();
   const int step_rc = sqlite3_step(stmt);
-  if (step_rc == SQLITE_DONE) throw StoreError(fmt::format("{}: {}: \"{}\" returned no row", *name_, what, sql));
+  if (step_rc == SQLITE_DONE)
+    throw StoreError(fmt::format("{}: {}: \"{}\" returned no row", *name_, what, sql));
   if (step_rc != SQLITE_ROW) fail(step_rc, what);
   return read(s);
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// Thin move-only owners of sqlite3* and sqlite3_stmt*: the only place in fetchd that holds SQLite handles. Every
-// failure becomes a StoreError whose message names the database file and carries SQLite's own message.
-// Thread: a Database and its Statements are used by one thread at a time (they are opened SQLITE_OPEN_NOMUTEX).
+// Thin move-only owners of sqlite3* and sqlite3_stmt*: the only place in fetchd that holds SQLite handles.
+// Every failure becomes a StoreError whose message names the database file and carries SQLite's own message.
+// Thread: a Database and its Statements are used by one thread at a time (they are opened
+// SQLITE_OPEN_NOMUTEX).
 
 #include <sqlite3.h>
 
@@ -18,8 +19,8 @@ static_assert(SQLITE_VERSION_NUMBER >= 3037000, "fetchd's job store needs SQLite
 
 namespace fetchd::store::sqlite {
 
-// A prepared statement. Use it through use(), which resets it and clears its bindings at scope exit, so that a
-// statement never holds a read snapshot open (that would stop WAL checkpoints) or keeps stale parameters.
+// A prepared statement. Use it through use(), which resets it and clears its bindings at scope exit, so that
+// a statement never holds a read snapshot open (that would stop WAL checkpoints) or keeps stale parameters.
 class Statement {
  public:
   Statement() = default;
@@ -106,7 +107,8 @@ class Database {
   Database(sqlite3* db, std::shared_ptr<const std::string> name) : db_(db), name_(std::move(name)) {}
   void close() noexcept;
   template <typename Read>
-  auto query_one(const char* sql, std::string_view what, Read read) -> decltype(read(std::declval<Statement&>()));
+  auto query_one(const char* sql, std::string_view what, Read read)
+      -> decltype(read(std::declval<Statement&>()));
 
   sqlite3* db_ = nullptr;
   std::shared_ptr<const std::string> name_;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The SQLite job store's on-disk format (schema version 1) and every statement it runs, in one place so that
-// the tests can check the query plans of exactly these statements. Internal to lib/fetchd/store and its tests.
-// Thread: constants only.
+// the tests can check the query plans of exactly these statements. Internal to lib/fetchd/store and its
+// tests. Thread: constants only.
 
 #include <cstdint>
 
@@ -11,21 +11,21 @@ namespace fetchd::store::schema {
 // PRAGMA application_id: marks a file as a fetchd job store ("FJOB"), so that another application's database
 // is refused instead of being altered (https://www.sqlite.org/fileformat.html#application_id).
 inline constexpr std::int32_t kApplicationId = 0x464a4f42;
-// PRAGMA user_version: the schema version. Bump it with every change and add a migration from the previous one.
+// PRAGMA user_version: the schema version. Bump it with every change, with a migration from the last one.
 inline constexpr std::int64_t kVersion = 1;
 
 // Applied in one transaction together with application_id and user_version.
-//  - id AUTOINCREMENT: ids are never reused, even when the newest job was pruned, so a client's id stays valid.
-//  - key NULL when none; UNIQUE gives the key lookup its index.
-//  - The partial unique index jobs_unfinished_dest makes "at most one unfinished job per dest" a property of
-//    the data: an update that would break it fails the whole commit instead of letting two transfers share a
-//    .part file.
-//  - jobs_run_order serves next_queued (priority DESC, id); jobs_state (that is (state, id)) serves list()
-//    by state; the partial jobs_finished serves prune, oldest first, and costs nothing while a job is unfinished.
-//  - job_counts is kept exact by triggers, in the same transaction as the change: counts() is read every second
-//    and a GROUP BY over 1M rows takes ~0.1 s (docs/store.md).
-//  - Headers live in a side table: values are bytes (obs-text is allowed), which JSON text cannot hold as is.
-//    header_count lets the common case (no headers) skip the lookup.
+// - id AUTOINCREMENT: ids are never reused, even after the newest job was pruned: a client's id stays valid.
+// - key is NULL when none; UNIQUE gives the key lookup its index.
+// - The partial unique index jobs_unfinished_dest makes "at most one unfinished job per dest" a property of
+//   the data: an update that would break it fails the whole commit instead of letting two transfers share a
+//   .part file.
+// - jobs_run_order serves next_queued (priority DESC, id); jobs_state, i.e. (state, id), serves list() by
+//   state; the partial jobs_finished serves prune, oldest first, and costs nothing while a job is unfinished.
+// - job_counts is kept exact by triggers, in the same transaction as the change: counts() is read every
+//   second, and a GROUP BY over 1M rows takes 0.12 s (docs/store.md).
+// - Headers live in a side table: values are bytes (obs-text is allowed), which JSON text cannot hold as is.
+//   header_count lets the common case (no headers) skip the lookup.
 inline constexpr const char* kCreate = R"sql(
 CREATE TABLE jobs (
   id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,18 +77,21 @@ END;
 )sql";
 
 // Every statement below is prepared once per connection. The column list of a job, in read_job()'s order:
-#define FETCHD_STORE_JOB_COLUMNS                                                                             \
+#define FETCHD_STORE_JOB_COLUMNS                                                                          \
   "id, key, url, dest, sha256, size, header_count, priority, state, attempts, error, bytes, created_ms, " \
   "updated_ms, finished_ms"
 
 inline constexpr const char* kFindKey = "SELECT id, state FROM jobs WHERE key = ?1";
 inline constexpr const char* kFindUnfinishedDest =
-    "SELECT id, state FROM jobs INDEXED BY jobs_unfinished_dest WHERE dest = ?1 AND state IN ('queued', 'running')";
+    "SELECT id, state FROM jobs INDEXED BY jobs_unfinished_dest WHERE dest = ?1 AND state IN ('queued', "
+    "'running')";
 inline constexpr const char* kInsertJob =
     "INSERT INTO jobs (key, url, dest, sha256, size, header_count, priority, state, created_ms, updated_ms) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)";
-inline constexpr const char* kInsertHeader = "INSERT INTO job_headers (job_id, pos, name, value) VALUES (?1, ?2, ?3, ?4)";
-inline constexpr const char* kSelectHeaders = "SELECT name, value FROM job_headers WHERE job_id = ?1 ORDER BY pos";
+inline constexpr const char* kInsertHeader =
+    "INSERT INTO job_headers (job_id, pos, name, value) VALUES (?1, ?2, ?3, ?4)";
+inline constexpr const char* kSelectHeaders =
+    "SELECT name, value FROM job_headers WHERE job_id = ?1 ORDER BY pos";
 inline constexpr const char* kUpdateJob =
     "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, bytes = ?5, updated_ms = ?6, finished_ms = ?7 "
     "WHERE id = ?1";
