@@ -315,14 +315,16 @@ TEST(ControlServer, NonReadingClientIsPausedThenDroppedWhileOthersAreServed) {
   const std::uint64_t lines_before = server->lines();
   lazy.send(requests);
 
-  // Watch the server until the pause shows (backlog above the threshold, observed between callbacks).
-  // Bounded.
-  std::size_t pending = 0;
-  for (int i = 0; i < 100000 && pending <= options.pause_reading_backlog; ++i) {
-    pending = server->call([lazy_id](ControlServer& s) { return s.pending_bytes(lazy_id); });
+  // Watch the server until the pause shows (observed between callbacks, so never mid-read). Bounded.
+  bool paused = false;
+  for (int i = 0; i < 100000 && !paused; ++i) {
+    auto [pending, p] = server->call([lazy_id](ControlServer& s) {
+      return std::pair(s.pending_bytes(lazy_id), s.reading_paused(lazy_id));
+    });
     ASSERT_LE(pending, options.pause_reading_backlog + kReply + 512) << "the backlog must stay bounded";
+    paused = p;
   }
-  ASSERT_GT(pending, options.pause_reading_backlog) << "the server never paused";
+  ASSERT_TRUE(paused) << "the server never paused";
   EXPECT_LT(server->lines() - lines_before, static_cast<std::uint64_t>(kRequests / 4))
       << "reading stopped long before all requests were parsed";
   EXPECT_TRUE(server->closed().empty()) << "paused, not dropped";

@@ -154,6 +154,7 @@ class Connection {
   void close();  // idempotent; the object is deleted in the close callback
   bool closing() const { return closing_; }
   std::size_t backlog() const { return backlog_; }
+  bool paused() const { return paused_; }
   const std::string& peer() const { return peer_; }
 
  private:
@@ -384,8 +385,9 @@ void Connection::on_written(std::size_t size, int status) {
 
 // After the peer half-closed: done once every request was answered and written.
 void Connection::maybe_finish() {
-  if (peer_eof_ && !closing_ && !too_long_ && held_.empty() && backlog_ == 0 && answers_ >= requests_)
+  if (peer_eof_ && !closing_ && !too_long_ && held_.empty() && backlog_ == 0 && answers_ >= requests_) {
     close();
+  }
 }
 
 void Connection::close() {
@@ -717,6 +719,12 @@ std::size_t ControlServer::pending_bytes(ConnectionId id) const {
   impl_->assert_loop_thread();
   auto it = impl_->connections.find(id);
   return it == impl_->connections.end() ? 0 : it->second->backlog();
+}
+
+bool ControlServer::reading_paused(ConnectionId id) const {
+  impl_->assert_loop_thread();
+  auto it = impl_->connections.find(id);
+  return it != impl_->connections.end() && it->second->paused();
 }
 
 }  // namespace fetchd::control

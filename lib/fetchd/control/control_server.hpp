@@ -80,6 +80,8 @@ class ControlServer {
   std::size_t connection_count() const;  // open connections (not counting those being closed)
   // Reply bytes of a connection not yet written (0 when unknown): for stats and tests.
   std::size_t pending_bytes(ConnectionId id) const;
+  // Whether reading from a connection is paused by backpressure (false when unknown): for stats and tests.
+  bool reading_paused(ConnectionId id) const;
 
  private:
   std::unique_ptr<detail::ControlServerImpl> impl_;

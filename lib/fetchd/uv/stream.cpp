@@ -91,6 +91,7 @@ void Stream::listen(int backlog, std::function<void(int)> on_connection) {
 }
 
 int Stream::accept(Stream& client) {
+  if (!box_ || !client.box_) return UV_EBADF;
   return uv_accept(stream(), client.stream());
 }
 
@@ -117,6 +118,7 @@ int Stream::set_nodelay(bool on) {
 
 int Stream::read_start(std::function<void(std::size_t, uv_buf_t*)> on_alloc,
                        std::function<void(ssize_t, const uv_buf_t*)> on_read) {
+  if (!box_) return UV_EBADF;
   box_->callback.on_alloc = std::move(on_alloc);
   box_->callback.on_read = std::move(on_read);
   return uv_read_start(
@@ -135,6 +137,7 @@ void Stream::read_stop() {
 }
 
 int Stream::write(std::string data, std::function<void(int)> done) {
+  if (!box_) return UV_EBADF;
   auto w = std::make_unique<WriteReq>();
   w->data = std::move(data);
   w->done = std::move(done);
@@ -150,6 +153,7 @@ int Stream::write(std::string data, std::function<void(int)> done) {
 }
 
 int Stream::shutdown(std::function<void(int)> done) {
+  if (!box_) return UV_EBADF;
   auto s = std::make_unique<ShutdownReq>();
   s->done = std::move(done);
   s->req.data = s.get();
