@@ -99,6 +99,7 @@ class Daemon {
   void start_listening();
   void begin_shutdown(int signum);
   void finish_shutdown();
+  void close_handles();
 
   // --- the store: batched writes, the in-memory window
   void on_check();
@@ -197,16 +198,7 @@ int Daemon::run() {
   } catch (const std::exception& e) {
     // Nothing runs yet; close what is open so the loop can close cleanly.
     spdlog::error("serve: {}", e.what());
-    control_->close([] {});
-    check_.close();
-    tick_timer_.close();
-    log_timer_.close();
-    prune_timer_.close();
-    watchdog_timer_.close();
-    grace_timer_.close();
-    sigterm_.close();
-    sigint_.close();
-    sighup_.close();
+    close_handles();
     loop_.run();
     control_.reset();
     return kExitStartup;
@@ -325,17 +317,22 @@ void Daemon::finish_shutdown() {
     } catch (const std::exception& e) {
       spdlog::error("store: final commit failed: {}", e.what());
     }
-    check_.close();
-    tick_timer_.close();
-    log_timer_.close();
-    prune_timer_.close();
-    watchdog_timer_.close();
-    grace_timer_.close();
-    sigterm_.close();
-    sigint_.close();
-    sighup_.close();
-    control_->close([] {});
+    close_handles();
   });
+}
+
+// After this, the loop ends once the close callbacks ran (the scheduler has drained or never started).
+void Daemon::close_handles() {
+  check_.close();
+  tick_timer_.close();
+  log_timer_.close();
+  prune_timer_.close();
+  watchdog_timer_.close();
+  grace_timer_.close();
+  sigterm_.close();
+  sigint_.close();
+  sighup_.close();
+  control_->close([] {});
 }
 
 // ------------------------------------------------------------------------------------------------ the store

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/uv/error.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <fmt/format.h>
 #include <uv.h>
 
@@ -15,5 +17,15 @@ int check(int rc, std::string_view what) {
 }
 
 std::string describe(int code) { return fmt::format("{} ({})", uv_err_name(code), uv_strerror(code)); }
+
+void log_escaped_exception(const char* what) noexcept {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    spdlog::critical("uncaught exception in {} callback: {}", what, e.what());
+  } catch (...) {
+    spdlog::critical("uncaught non-standard exception in {} callback", what);
+  }
+}
 
 }  // namespace fetchd::uv

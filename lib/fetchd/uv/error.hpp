@@ -22,4 +22,16 @@ int check(int rc, std::string_view what);
 
 std::string describe(int code);  // "ECONNREFUSED (connection refused)"
 
+// Every uv trampoline runs the owner's callback through this: an exception must never unwind through libuv's C
+// frames (undefined behaviour). Callbacks handle their own errors; one escaping here is a bug, logged loudly.
+void log_escaped_exception(const char* what) noexcept;  // call from a catch block only
+template <typename F>
+void guarded(const char* what, F&& f) noexcept {
+  try {
+    f();
+  } catch (...) {
+    log_escaped_exception(what);
+  }
+}
+
 }  // namespace fetchd::uv

@@ -8,18 +8,6 @@
 namespace fetchd::uv {
 
 namespace {
-// Every uv trampoline runs the owner's callback through this: an exception must never unwind through libuv's C
-// frames (undefined behaviour). Callbacks handle their own errors; one escaping here is a bug, logged loudly.
-template <typename F>
-void guarded(const char* what, F&& f) noexcept {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    spdlog::critical("uncaught exception in {} callback: {}", what, e.what());
-  } catch (...) {
-    spdlog::critical("uncaught non-standard exception in {} callback", what);
-  }
-}
 
 // Allocates a Box, runs init on it, and frees it again if init fails (an uninitialised handle must not be closed).
 template <typename Box, typename Init>

@@ -13,18 +13,6 @@ namespace fetchd::uv {
 
 namespace {
 
-// An exception must never unwind through libuv's C frames; one escaping a callback is a bug, logged loudly.
-template <typename F>
-void guarded(const char* what, F&& f) noexcept {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    spdlog::critical("uncaught exception in stream {} callback: {}", what, e.what());
-  } catch (...) {
-    spdlog::critical("uncaught non-standard exception in stream {} callback", what);
-  }
-}
-
 struct WriteReq {
   uv_write_t req{};
   std::string data;
