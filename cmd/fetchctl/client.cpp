@@ -3,12 +3,11 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-
-#include <fmt/format.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -48,14 +47,15 @@ std::string hint(int err) {
 }
 
 [[noreturn]] void throw_connect_error(const Endpoint& endpoint, int err) {
-  throw ClientError(Failure::kUnavailable,
-                    fmt::format("cannot connect to {}: {}{}", endpoint.display, std::strerror(err), hint(err)));
+  throw ClientError(Failure::kUnavailable, fmt::format("cannot connect to {}: {}{}", endpoint.display,
+                                                       std::strerror(err), hint(err)));
 }
 
 void set_send_timeout(int fd, std::chrono::milliseconds timeout) {
   // Bounds a blocking connect(): Linux applies SO_SNDTIMEO to connect on unix and TCP stream sockets (a unix
   // connect blocks while the listener's backlog is full; it then fails with EAGAIN, TCP with EINPROGRESS).
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::max(timeout, std::chrono::milliseconds(1)));
+  auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::max(timeout, std::chrono::milliseconds(1)));
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(us.count() / 1000000);
   tv.tv_usec = static_cast<suseconds_t>(us.count() % 1000000);
@@ -171,9 +171,8 @@ bool Connection::take_line(std::string& line) {
   if (nl == std::string::npos) {
     scanned_ = in_.size();
     if (in_.size() - in_pos_ > kMaxReplyLine) {
-      throw ClientError(Failure::kProtocol,
-                        fmt::format("a reply from fetchd on {} is longer than {} MiB", endpoint_.display,
-                                    kMaxReplyLine >> 20));
+      throw ClientError(Failure::kProtocol, fmt::format("a reply from fetchd on {} is longer than {} MiB",
+                                                        endpoint_.display, kMaxReplyLine >> 20));
     }
     return false;
   }
@@ -192,7 +191,8 @@ bool Connection::take_line(std::string& line) {
 
 void Connection::send_some() {
   while (out_pos_ < out_.size()) {
-    ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        ::send(fd_.get(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       out_pos_ += static_cast<std::size_t>(n);
       continue;
@@ -276,6 +276,8 @@ nlohmann::json parse_reply(const std::string& line, const Endpoint& endpoint) {
   return reply;
 }
 
-std::string describe_duration(std::chrono::milliseconds d) { return core::format_duration(d); }
+std::string describe_duration(std::chrono::milliseconds d) {
+  return core::format_duration(d);
+}
 
 }  // namespace fetchd::ctl

@@ -1,19 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// fetchctl's side of the control socket: one stream connection (AF_UNIX, or TCP on loopback) carrying one JSON
-// object per line in each direction. Plain blocking-style I/O on a non-blocking socket: every wait is a poll()
-// with a deadline, sending and receiving interleave so pipelined requests cannot deadlock against the replies.
-// One Connection belongs to one thread.
+// fetchctl's side of the control socket: one stream connection (AF_UNIX, or TCP on loopback) carrying one
+// JSON object per line in each direction. Plain blocking-style I/O on a non-blocking socket: every wait is a
+// poll() with a deadline, sending and receiving interleave so pipelined requests cannot deadlock against the
+// replies. One Connection belongs to one thread.
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "fetchd/core/unique_fd.hpp"
 
@@ -62,8 +61,8 @@ class Connection {
   // Appends `line` and '\n' to what is still to be sent; next_line() sends it while it waits.
   void queue(std::string_view line);
   bool output_pending() const { return out_pos_ < out_.size(); }
-  // Sends what the socket takes right now without waiting (the rest goes out in next_line()), so that a request
-  // travels while the caller prepares the next one.
+  // Sends what the socket takes right now without waiting (the rest goes out in next_line()), so that a
+  // request travels while the caller prepares the next one.
   void send_now() { send_some(); }
 
   // Sends queued output and receives until one complete line is there (returned without "\n" or "\r\n"), the

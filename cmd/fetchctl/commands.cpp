@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "commands.hpp"
 
-#include <unistd.h>
-
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <deque>
@@ -19,9 +18,13 @@ namespace {
 using nlohmann::json;
 using nlohmann::ordered_json;
 
-std::string dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
-void out(std::string_view text) { std::fwrite(text.data(), 1, text.size(), stdout); }
+void out(std::string_view text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+}
 
 [[noreturn]] void protocol_error(const Endpoint& endpoint, std::string_view what) {
   throw ClientError(Failure::kProtocol, fmt::format("fetchd on {} sent {}", endpoint.display, what));
@@ -35,7 +38,8 @@ const json& result_of(const json& reply, const Endpoint& endpoint) {
 }
 
 // Sends one request and returns the reply's result; nullopt when the daemon said no (already printed).
-std::optional<json> call(const GlobalOptions& g, const ordered_json& request, std::chrono::milliseconds timeout) {
+std::optional<json> call(const GlobalOptions& g, const ordered_json& request,
+                         std::chrono::milliseconds timeout) {
   Connection connection = Connection::open(g.endpoint, timeout);
   connection.queue(request.dump());
   json reply = read_reply(connection, timeout);
@@ -94,7 +98,8 @@ int exit_code_for(Failure failure) {
   return kExitSoftware;
 }
 
-void print_daemon_error(const json& reply, const std::vector<std::size_t>* global, const std::string& context) {
+void print_daemon_error(const json& reply, const std::vector<std::size_t>* global,
+                        const std::string& context) {
   std::string code = "error";
   std::string message = "(no message)";
   if (auto it = reply.find("error"); it != reply.end() && it->is_object()) {
@@ -206,7 +211,8 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
       std::string context;
       if (auto it = reply.find("error"); it != reply.end() && it->is_object()) {
         auto i = first_job_index(json_string(*it, "message").value_or(""));
-        if (i && *i < done.line.size() && done.line[*i] > 0) context = fmt::format("stdin line {}", done.line[*i]);
+        if (i && *i < done.line.size() && done.line[*i] > 0)
+          context = fmt::format("stdin line {}", done.line[*i]);
       }
       print_daemon_error(reply, &done.index, context);
       rejected += done.index.size();
@@ -219,7 +225,8 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
       protocol_error(g.endpoint, "a submit result whose jobs do not match the request");
     for (std::size_t i = 0; i < jobs->size(); ++i) {
       const json& j = (*jobs)[i];
-      bool is_existing = j.is_object() && j.value("existing", false);
+      auto e = j.is_object() ? j.find("existing") : j.end();
+      bool is_existing = e != j.end() && e->is_boolean() && e->get<bool>();
       (is_existing ? existing : created)++;
       if (g.json) {
         out(first_json ? "{\"jobs\":[\n" : ",\n");
@@ -227,8 +234,9 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
         first_json = false;
       } else {
         auto id = json_int(j, "id");
-        out(fmt::format("{}  {}{}  {}\n", id ? std::to_string(*id) : "-", sanitize(json_string(j, "state").value_or("-")),
-                        is_existing ? " (existing)" : "", done.url[i]));
+        out(fmt::format("{}  {}{}  {}\n", id ? std::to_string(*id) : "-",
+                        sanitize(json_string(j, "state").value_or("-")), is_existing ? " (existing)" : "",
+                        done.url[i]));
       }
     }
   }
@@ -237,16 +245,20 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
     fmt::print(stderr, "fetchctl: no URLs given (as arguments or on stdin)\n");
     return kExitUsage;
   }
-  if (!g.json && (seen > 1 || rejected > 0)) {
-    fmt::print(stderr, "fetchctl: submitted {} of {} jobs ({} new, {} existing){}\n", created + existing, seen,
-               created, existing, rejected > 0 ? fmt::format(", {} rejected", rejected) : "");
+  if (!g.json && seen > 1) {
+    fmt::print(stderr, "fetchctl: submitted {} of {} jobs ({} new, {} existing){}\n", created + existing,
+               seen, created, existing, rejected > 0 ? fmt::format(", {} rejected", rejected) : "");
   }
   return rc;
 }
 
-int run_status(const GlobalOptions& g, std::int64_t id) { return run_job_op(g, "status", id); }
+int run_status(const GlobalOptions& g, std::int64_t id) {
+  return run_job_op(g, "status", id);
+}
 
-int run_cancel(const GlobalOptions& g, std::int64_t id) { return run_job_op(g, "cancel", id); }
+int run_cancel(const GlobalOptions& g, std::int64_t id) {
+  return run_job_op(g, "cancel", id);
+}
 
 int run_list(const GlobalOptions& g, const ListOptions& options) {
   const auto timeout = g.timeout_or(kDefaultTimeout);
@@ -258,8 +270,8 @@ int run_list(const GlobalOptions& g, const ListOptions& options) {
   bool more = true;
   bool header_done = false;
   if (g.json) out("[");
-  // Keyset paging: each page starts after the last id of the previous one, so a job list that changes meanwhile
-  // never shows a job twice. Bounded: next_after must grow, so the loop ends within (max id) pages.
+  // Keyset paging: each page starts after the last id of the previous one, so a job list that changes
+  // meanwhile never shows a job twice. Bounded: next_after must grow, so the loop ends within (max id) pages.
   while (more) {
     std::int64_t limit = kMaxListLimit;
     if (options.limit) limit = std::min(limit, *options.limit - printed);
@@ -278,7 +290,8 @@ int run_list(const GlobalOptions& g, const ListOptions& options) {
     const json& result = result_of(reply, g.endpoint);
     auto jobs = result.find("jobs");
     if (jobs == result.end() || !jobs->is_array()) protocol_error(g.endpoint, "a list result without jobs");
-    if (static_cast<std::int64_t>(jobs->size()) > limit) protocol_error(g.endpoint, "more jobs than the limit asked for");
+    if (static_cast<std::int64_t>(jobs->size()) > limit)
+      protocol_error(g.endpoint, "more jobs than the limit asked for");
     total = json_int(result, "total");
     if (g.json) {
       for (const json& job : *jobs) {
@@ -300,7 +313,8 @@ int run_list(const GlobalOptions& g, const ListOptions& options) {
       more = false;
     } else {
       auto n = json_int(result, "next_after");
-      if (!n || (after && *n <= *after)) protocol_error(g.endpoint, "a list cursor (next_after) that does not advance");
+      if (!n || (after && *n <= *after))
+        protocol_error(g.endpoint, "a list cursor (next_after) that does not advance");
       after = *n;
     }
   }
@@ -329,7 +343,8 @@ int run_reload(const GlobalOptions& g) {
     out(dump(*result) + "\n");
   } else {
     auto added = json_int(*result, "jobs_added");
-    out(fmt::format("fetchd reloaded its configuration ({} jobs added)\n", added ? std::to_string(*added) : "no"));
+    out(fmt::format("fetchd reloaded its configuration{}\n",
+                    added ? fmt::format(" ({} jobs added)", *added) : std::string()));
   }
   return kExitOk;
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// fetchctl's subcommands: each opens one connection to fetchd, sends its request(s), prints the result on stdout
-// and returns the process exit code. Errors talking to the daemon arrive as ClientError (client.hpp); main maps
-// them with exit_code_for(). Main thread only (watch blocks SIGINT/SIGTERM for itself).
+// fetchctl's subcommands: each opens one connection to fetchd, sends its request(s), prints the result on
+// stdout and returns the process exit code. Errors talking to the daemon arrive as ClientError (client.hpp);
+// main maps them with exit_code_for(). Main thread only (watch blocks SIGINT/SIGTERM for itself).
 
 #include <chrono>
 #include <cstdint>
@@ -36,7 +36,9 @@ struct GlobalOptions {
   Endpoint endpoint;
   bool json = false;
   std::optional<std::chrono::milliseconds> timeout;  // --timeout; otherwise each command's default
-  std::chrono::milliseconds timeout_or(std::chrono::milliseconds fallback) const { return timeout.value_or(fallback); }
+  std::chrono::milliseconds timeout_or(std::chrono::milliseconds fallback) const {
+    return timeout.value_or(fallback);
+  }
 };
 
 struct SubmitOptions {
@@ -61,7 +63,8 @@ int run_watch(const GlobalOptions& g);  // watch.cpp
 int exit_code_for(Failure failure);
 
 // Prints an ok=false reply as "fetchctl: <code>: <message>" (one stderr line per message line, so each stays
-// meaningful in the journal when `systemctl reload` runs fetchctl). `global` renames "jobs[N]" (submit batches).
+// meaningful in the journal when `systemctl reload` runs fetchctl). `global` renames "jobs[N]" (submit
+// batches).
 void print_daemon_error(const nlohmann::json& reply, const std::vector<std::size_t>* global = nullptr,
                         const std::string& context = {});
 

@@ -59,7 +59,9 @@ std::vector<std::size_t> code_point_starts(std::string_view s) {
   return starts;
 }
 
-std::string_view ellipsis(bool unicode) { return unicode ? "…" : "~"; }
+std::string_view ellipsis(bool unicode) {
+  return unicode ? "…" : "~";
+}
 
 const json* member(const json& object, std::string_view key) {
   if (!object.is_object()) return nullptr;
@@ -125,7 +127,9 @@ std::string sanitize(std::string_view text) {
   return out;
 }
 
-std::size_t display_width(std::string_view utf8) { return code_point_starts(utf8).size(); }
+std::size_t display_width(std::string_view utf8) {
+  return code_point_starts(utf8).size();
+}
 
 std::string truncate_left(std::string_view utf8, std::size_t width, bool unicode) {
   auto starts = code_point_starts(utf8);
@@ -198,7 +202,8 @@ std::string redact_url(std::string_view url) {
   std::size_t authority = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
   std::size_t authority_end = url.find_first_of("/?#", authority);
   if (authority_end == std::string_view::npos) authority_end = url.size();
-  std::size_t at = scheme_end == std::string_view::npos ? std::string_view::npos : url.rfind('@', authority_end);
+  std::size_t at =
+      scheme_end == std::string_view::npos ? std::string_view::npos : url.rfind('@', authority_end);
   if (at != std::string_view::npos && at >= authority) {
     out.append(url.substr(0, authority));
     out.append(url.substr(at + 1));
@@ -221,7 +226,8 @@ Table::Table(std::vector<Column> columns) : columns_(std::move(columns)) {
 
 void Table::fit(const std::vector<std::vector<std::string>>& rows) {
   for (const auto& r : rows) {
-    for (std::size_t i = 0; i < r.size() && i < widths_.size(); ++i) widths_[i] = std::max(widths_[i], display_width(r[i]));
+    for (std::size_t i = 0; i < r.size() && i < widths_.size(); ++i)
+      widths_[i] = std::max(widths_[i], display_width(r[i]));
   }
 }
 
@@ -327,7 +333,8 @@ std::string format_stats(const json& stats) {
     for (const auto& [key, value] : stats.items()) {
       bool known = std::any_of(kKnown.begin(), kKnown.end(), [&](const Known& k) { return key == k.key; });
       if (known) continue;
-      lines.emplace_back(sanitize(key), value.is_string() ? sanitize(value.get<std::string>()) : sanitize(value.dump()));
+      lines.emplace_back(sanitize(key),
+                         value.is_string() ? sanitize(value.get<std::string>()) : sanitize(value.dump()));
     }
   }
   std::size_t label_width = 0;
@@ -363,7 +370,8 @@ std::string format_event(const json& event) {
     return out;
   }
   const json* job = member(event, "job");
-  if (job == nullptr) return sanitize(name) + "  " + sanitize(event.dump(-1, ' ', false, json::error_handler_t::replace));
+  if (job == nullptr)
+    return sanitize(name) + "  " + sanitize(event.dump(-1, ' ', false, json::error_handler_t::replace));
   std::string out = fmt::format("{}  {}  {}", sanitize(name), int_or_dash(*job, "id"),
                                 sanitize(json_string(*job, "dest").value_or("-")));
   auto bytes = json_int(*job, "bytes");
@@ -389,8 +397,9 @@ std::string format_event(const json& event) {
   return out;
 }
 
-std::string format_progress_line(std::string_view dest, std::uint64_t bytes, std::optional<std::uint64_t> size,
-                                 std::optional<double> rate, std::size_t width, bool unicode) {
+std::string format_progress_line(std::string_view dest, std::uint64_t bytes,
+                                 std::optional<std::uint64_t> size, std::optional<double> rate,
+                                 std::size_t width, bool unicode) {
   static constexpr std::size_t kBarWidth = 20;
   static constexpr std::size_t kMinDest = 12;
   std::string percent = "--";
@@ -407,11 +416,13 @@ std::string format_progress_line(std::string_view dest, std::uint64_t bytes, std
   bool with_bar = width >= kMinDest + 2 + kBarWidth + 2 + display_width(numbers);
   std::string bar;
   if (with_bar) {
-    bar = "  [" + (size ? render_bar(fraction, kBarWidth, unicode) : render_unknown_bar(kBarWidth, unicode)) + "]";
+    bar = "  [" + (size ? render_bar(fraction, kBarWidth, unicode) : render_unknown_bar(kBarWidth, unicode)) +
+          "]";
   }
   std::size_t fixed = display_width(bar) + display_width(numbers);
   std::size_t dest_width = width > fixed + kMinDest ? width - fixed : kMinDest;
-  std::string line = pad_right(truncate_left(sanitize(dest), dest_width, unicode), dest_width) + bar + numbers;
+  std::string line =
+      pad_right(truncate_left(sanitize(dest), dest_width, unicode), dest_width) + bar + numbers;
   return truncate_right(line, width, unicode);
 }
 
@@ -419,7 +430,8 @@ bool locale_is_utf8(const char* lc_all, const char* lc_ctype, const char* lang) 
   for (const char* v : {lc_all, lc_ctype, lang}) {
     if (v == nullptr || *v == '\0') continue;
     std::string lower(v);
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     return lower.find("utf-8") != std::string::npos || lower.find("utf8") != std::string::npos;
   }
   return false;

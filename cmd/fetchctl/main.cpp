@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// fetchctl: the command-line client of fetchd's control socket (docs/protocol.md). Parses the command line with
-// CLI11 and runs one subcommand from commands.hpp; links neither libcurl nor libuv.
+// fetchctl: the command-line client of fetchd's control socket (docs/protocol.md). Parses the command line
+// with CLI11 and runs one subcommand from commands.hpp; links neither libcurl nor libuv.
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -87,7 +89,8 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"fetchctl: control a running fetchd (submit downloads, list and watch jobs, reload the daemon)"};
+  CLI::App app{
+      "fetchctl: control a running fetchd (submit downloads, list and watch jobs, reload the daemon)"};
   app.set_version_flag("--version", std::string("fetchctl ") + fetchd::core::kVersion);
   app.require_subcommand(1);
   app.fallthrough();  // global options may come after the subcommand too: `fetchctl list --json`
@@ -108,15 +111,21 @@ int main(int argc, char** argv) {
   SubmitOptions submit;
   std::string size_text;
   std::vector<std::string> header_args;
-  auto* submit_cmd = app.add_subcommand("submit", "add download jobs; without URLs, read them from stdin (one per line)");
+  auto* submit_cmd =
+      app.add_subcommand("submit", "add download jobs; without URLs, read them from stdin (one per line)");
   submit_cmd->add_option("urls", submit.urls, "http(s) URLs to download")->type_name("URL");
-  auto* dest_opt = submit_cmd->add_option("--dest", submit.job.dest, "file name relative to the output dir (one URL only)");
-  auto* sha_opt = submit_cmd->add_option("--sha256", submit.job.sha256, "expected SHA-256, 64 hex digits (one URL only)");
-  auto* size_opt = submit_cmd->add_option("--size", size_text, "expected size, e.g. 4096 or 12MiB (one URL only)")
-                       ->type_name("SIZE")
-                       ->check(size_validator());
+  auto* dest_opt = submit_cmd->add_option("--dest", submit.job.dest,
+                                          "file name relative to the output dir (one URL only)");
+  auto* sha_opt =
+      submit_cmd->add_option("--sha256", submit.job.sha256, "expected SHA-256, 64 hex digits (one URL only)");
+  auto* size_opt =
+      submit_cmd->add_option("--size", size_text, "expected size, e.g. 4096 or 12MiB (one URL only)")
+          ->type_name("SIZE")
+          ->check(size_validator());
   submit_cmd->add_option("--priority", submit.job.priority, "higher runs first");
-  auto* key_opt = submit_cmd->add_option("--key", submit.job.key, "idempotency key: submitting it again returns the existing job (one URL only)");
+  auto* key_opt =
+      submit_cmd->add_option("--key", submit.job.key,
+                             "idempotency key: submitting it again returns the existing job (one URL only)");
   submit_cmd->add_option("-H,--header", header_args, "request header 'Name: value' (repeatable)")
       ->type_name("'NAME: VALUE'")
       ->check(header_validator());
@@ -129,7 +138,9 @@ int main(int argc, char** argv) {
   auto* list_cmd = app.add_subcommand("list", "list jobs (all of them unless --limit)");
   list_cmd->add_option("--state", list.state, "only jobs in this state")
       ->check(CLI::IsMember({"queued", "running", "done", "failed", "cancelled"}));
-  list_cmd->add_option("--limit", list.limit, "at most this many jobs")->type_name("N")->check(positive_validator());
+  list_cmd->add_option("--limit", list.limit, "at most this many jobs")
+      ->type_name("N")
+      ->check(positive_validator());
 
   std::int64_t cancel_id = 0;
   auto* cancel_cmd = app.add_subcommand("cancel", "cancel a job");
@@ -153,7 +164,10 @@ int main(int argc, char** argv) {
   if (!endpoint) return usage_error(fmt::format("--socket {}: {}", socket, error));
   g.endpoint = *endpoint;
   g.json = json;
-  if (!timeout_text.empty()) g.timeout = fetchd::core::parse_duration(timeout_text);
+  // Capped at a year: deadlines are steady_clock time points, and "1000000d" would overflow them.
+  if (!timeout_text.empty())
+    g.timeout = std::min<std::chrono::milliseconds>(*fetchd::core::parse_duration(timeout_text),
+                                                    std::chrono::hours(24 * 365));
 
   int rc = kExitSoftware;
   try {

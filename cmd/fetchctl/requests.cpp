@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "requests.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 namespace fetchd::ctl {
@@ -11,7 +12,9 @@ constexpr std::string_view kSubmitHead = R"({"op":"submit","jobs":[)";
 constexpr std::string_view kSubmitTail = "]}";
 constexpr std::string_view kJobsPrefix = "jobs[";
 
-bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f'; }
+bool is_blank(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && is_blank(s.front())) s.remove_prefix(1);
@@ -49,18 +52,19 @@ std::string_view url_from_line(std::string_view line) {
   return line;
 }
 
-std::optional<std::pair<std::string, std::string>> parse_header_arg(std::string_view text, std::string* error) {
+std::optional<std::pair<std::string, std::string>> parse_header_arg(std::string_view text,
+                                                                    std::string* error) {
   auto colon = text.find(':');
   if (colon == std::string_view::npos) {
     if (error) *error = "a header is written 'Name: value'";
     return std::nullopt;
   }
-  std::string_view name = trim(text.substr(0, colon));
+  std::string_view name = text.substr(0, colon);
   if (name.empty()) {
     if (error) *error = "the header name before ':' is empty";
     return std::nullopt;
   }
-  if (name.size() != colon) {
+  if (std::any_of(name.begin(), name.end(), is_blank)) {
     if (error) *error = "a header name has no blanks ('Name: value')";
     return std::nullopt;
   }
@@ -90,7 +94,8 @@ bool SubmitBatch::fits_alone(std::string_view job_json) {
 bool SubmitBatch::try_add(std::string_view job_json) {
   if (jobs_ >= kMaxJobsPerSubmit) return false;
   std::size_t separator = jobs_ == 0 ? 0 : 1;
-  std::size_t line = kSubmitHead.size() + jobs_text_.size() + separator + job_json.size() + kSubmitTail.size();
+  std::size_t line =
+      kSubmitHead.size() + jobs_text_.size() + separator + job_json.size() + kSubmitTail.size();
   if (line > kMaxRequestLine) return false;
   if (separator != 0) jobs_text_ += ',';
   jobs_text_.append(job_json);

@@ -1,18 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// Building control-protocol requests (docs/protocol.md) from fetchctl's arguments and input, as pure functions:
-// URL lines, -H headers, the job objects of a submit, and the split of many jobs into request lines that respect
-// the daemon's limits. Any thread.
+// Building control-protocol requests (docs/protocol.md) from fetchctl's arguments and input, as pure
+// functions: URL lines, -H headers, the job objects of a submit, and the split of many jobs into request
+// lines that respect the daemon's limits. Any thread.
 
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace fetchd::ctl {
 
@@ -24,13 +23,14 @@ inline constexpr std::size_t kMaxJobsPerSubmit = 5000;
 // list pages: the protocol's maximum limit.
 inline constexpr std::int64_t kMaxListLimit = 10000;
 
-// One line of URL input: the URL with surrounding blanks and a trailing "  # comment" removed; empty for blank
-// lines and '#' comment lines (the same rules as a config urls_file). Whatever else is on the line stays, so the
-// daemon's validation can name the problem.
+// One line of URL input: the URL with surrounding blanks and a trailing "  # comment" removed; empty for
+// blank lines and '#' comment lines (the same rules as a config urls_file). Whatever else is on the line
+// stays, so the daemon's validation can name the problem.
 std::string_view url_from_line(std::string_view line);
 
 // "Name: value" (blanks around the value are dropped). nullopt with a reason when there is no ':' or no name.
-std::optional<std::pair<std::string, std::string>> parse_header_arg(std::string_view text, std::string* error);
+std::optional<std::pair<std::string, std::string>> parse_header_arg(std::string_view text,
+                                                                    std::string* error);
 
 // What `submit` options give every job of one invocation.
 struct JobTemplate {
@@ -42,7 +42,8 @@ struct JobTemplate {
   std::vector<std::pair<std::string, std::string>> headers;  // in command-line order, names unique
 };
 
-// The protocol's job object for `url`: {"url":…, "dest"?, "sha256"?, "size"?, "headers"?, "priority"?, "key"?}.
+// The protocol's job object for `url`: {"url":…, "dest"?, "sha256"?, "size"?, "headers"?, "priority"?,
+// "key"?}.
 nlohmann::ordered_json make_job(std::string_view url, const JobTemplate& job);
 
 // Collects serialized jobs into one submit request line of at most kMaxJobsPerSubmit jobs and kMaxRequestLine
@@ -63,8 +64,8 @@ class SubmitBatch {
   std::size_t jobs_ = 0;
 };
 
-// Renames every "jobs[N]" in a daemon message to "jobs[global[N]]", so that an error about the third job of the
-// second batch names the job by its position in the whole input ("jobs[5002]"), not in the batch. Indexes
+// Renames every "jobs[N]" in a daemon message to "jobs[global[N]]", so that an error about the third job of
+// the second batch names the job by its position in the whole input ("jobs[5002]"), not in the batch. Indexes
 // outside `global` stay as they are.
 std::string rewrite_job_indexes(std::string_view message, const std::vector<std::size_t>& global);
 // The N of the first "jobs[N]" in a message, if any.

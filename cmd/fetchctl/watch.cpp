@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// `fetchctl watch`: follows the daemon's event stream. On a terminal a live display (one bar per running job and
-// a totals line) redrawn at most 10 times a second; otherwise (a pipe, a file, --json) one line per event.
-// SIGINT (Ctrl-C) and SIGTERM end it cleanly: they are blocked and read from a signalfd that poll() watches next
-// to the socket, so the terminal is always restored.
+// `fetchctl watch`: follows the daemon's event stream. On a terminal a live display (one bar per running job
+// and a totals line) redrawn at most 10 times a second; otherwise (a pipe, a file, --json) one line per
+// event. SIGINT (Ctrl-C) and SIGTERM end it cleanly: they are blocked and read from a signalfd that poll()
+// watches next to the socket, so the terminal is always restored.
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -85,7 +84,8 @@ class SignalFd {
     sigemptyset(&set_);
     sigaddset(&set_, SIGINT);
     sigaddset(&set_, SIGTERM);
-    if (::sigprocmask(SIG_BLOCK, &set_, &old_) != 0) throw std::system_error(errno, std::generic_category(), "sigprocmask");
+    if (::sigprocmask(SIG_BLOCK, &set_, &old_) != 0)
+      throw std::system_error(errno, std::generic_category(), "sigprocmask");
     fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!fd_) {
       int err = errno;
@@ -114,7 +114,9 @@ class SignalFd {
   core::UniqueFd fd_;
 };
 
-int exit_for_signal(int signo) { return signo == SIGTERM ? 128 + SIGTERM : kExitOk; }
+int exit_for_signal(int signo) {
+  return signo == SIGTERM ? 128 + SIGTERM : kExitOk;
+}
 
 }  // namespace
 
@@ -153,7 +155,8 @@ int run_watch(const GlobalOptions& g) {
     TerminalSize size = terminal_size();
     // One column short of the width (no auto-wrap at the margin) and one row short of the height (the area
     // must never scroll its own first line off the screen, or the next redraw could not reach it).
-    area->draw(view.render(size.columns > 1 ? size.columns - 1 : 1, size.rows > 1 ? size.rows - 1 : 1, unicode));
+    area->draw(
+        view.render(size.columns > 1 ? size.columns - 1 : 1, size.rows > 1 ? size.rows - 1 : 1, unicode));
     dirty = false;
     last_draw = Clock::now();
   };
@@ -161,7 +164,8 @@ int run_watch(const GlobalOptions& g) {
   for (;;) {
     auto now = Clock::now();
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(last_event + timeout - now);
-    if (live && dirty) wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(last_draw + kFrame - now));
+    if (live && dirty)
+      wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(last_draw + kFrame - now));
     wait = std::max(wait, std::chrono::milliseconds(0));
     auto status = connection.next_line(line, wait, signals.fd());
     now = Clock::now();
@@ -178,16 +182,18 @@ int run_watch(const GlobalOptions& g) {
                           fmt::format("fetchd closed the watch connection on {}", g.endpoint.display));
       case Connection::Status::kTimeout:
         if (now - last_event >= timeout) {
-          throw ClientError(Failure::kTimeout, fmt::format("no events from fetchd on {} for {} (--timeout sets the limit)",
-                                                           g.endpoint.display, describe_duration(timeout)));
+          throw ClientError(Failure::kTimeout,
+                            fmt::format("no events from fetchd on {} for {} (--timeout sets the limit)",
+                                        g.endpoint.display, describe_duration(timeout)));
         }
         break;
       case Connection::Status::kLine: {
         last_event = now;
         json event = json::parse(line, nullptr, /*allow_exceptions=*/false);
         if (event.is_discarded() || !event.is_object())
-          throw ClientError(Failure::kProtocol, fmt::format("fetchd on {} sent an event that is not a JSON object",
-                                                            g.endpoint.display));
+          throw ClientError(
+              Failure::kProtocol,
+              fmt::format("fetchd on {} sent an event that is not a JSON object", g.endpoint.display));
         if (auto ok = event.find("ok"); ok != event.end() && ok->is_boolean() && !ok->get<bool>()) {
           if (live) draw();
           print_daemon_error(event);

@@ -8,9 +8,10 @@
 namespace fetchd::ctl {
 
 namespace {
-// Weight of the newest sample in the smoothed rate: progress arrives about once a second, so the display follows
-// a change within a few seconds without jumping on every sample.
+// Weight of the newest sample in the smoothed rate: progress arrives about once a second, so the display
+// follows a change within a few seconds without jumping on every sample.
 constexpr double kRateWeight = 0.5;
+constexpr std::chrono::milliseconds kMinSampleGap{250};
 }  // namespace
 
 void WatchView::apply(const nlohmann::json& event, Clock::time_point now) {
@@ -33,17 +34,23 @@ void WatchView::apply(const nlohmann::json& event, Clock::time_point now) {
   auto bytes = json_int(job, "bytes");
   auto size = json_int(job, "size");
   std::uint64_t new_bytes = bytes && *bytes > 0 ? static_cast<std::uint64_t>(*bytes) : 0;
-  bool first = bar.sampled == Clock::time_point{};
-  if (!first && new_bytes >= bar.bytes && now > bar.sampled) {
-    double seconds = std::chrono::duration<double>(now - bar.sampled).count();
-    double sample = static_cast<double>(new_bytes - bar.bytes) / seconds;
+  bool first = bar.base_time == Clock::time_point{};
+  if (first || new_bytes < bar.base_bytes) {
+    // New, or restarted from a lower offset (a retry, or a 200 where a resume was asked): the rate starts
+    // over.
+    bar.rate.reset();
+    bar.base_bytes = new_bytes;
+    bar.base_time = now;
+  } else if (now - bar.base_time >= kMinSampleGap) {
+    double seconds = std::chrono::duration<double>(now - bar.base_time).count();
+    double sample = static_cast<double>(new_bytes - bar.base_bytes) / seconds;
     bar.rate = bar.rate ? kRateWeight * sample + (1 - kRateWeight) * *bar.rate : sample;
-  } else if (new_bytes < bar.bytes) {
-    bar.rate.reset();  // the transfer restarted (a retry, or a 200 where a resume was asked): rate starts over
+    bar.base_bytes = new_bytes;
+    bar.base_time = now;
   }
   bar.bytes = new_bytes;
-  bar.sampled = now;
-  bar.size = size && *size >= 0 ? std::optional<std::uint64_t>(static_cast<std::uint64_t>(*size)) : std::nullopt;
+  bar.size =
+      size && *size >= 0 ? std::optional<std::uint64_t>(static_cast<std::uint64_t>(*size)) : std::nullopt;
   if (auto dest = json_string(job, "dest")) bar.dest = *dest;
 }
 
@@ -58,8 +65,8 @@ std::vector<std::string> WatchView::render(std::size_t width, std::size_t height
     lines.push_back(format_progress_line(bar.dest, bar.bytes, bar.size, bar.rate, width, unicode));
   }
   if (shown < bars_.size() && room > 0) {
-    lines.push_back(truncate_right(fmt::format("{} and {} more running", unicode ? "…" : "...", bars_.size() - shown),
-                                   width, unicode));
+    lines.push_back(truncate_right(
+        fmt::format("{} and {} more running", unicode ? "…" : "...", bars_.size() - shown), width, unicode));
   }
   std::string totals = stats_.is_null() ? "waiting for the first stats event" : format_totals(stats_);
   lines.push_back(truncate_right(totals, width, unicode));

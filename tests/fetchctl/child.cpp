@@ -28,7 +28,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+[[noreturn]] void throw_errno(const char* what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
 
 std::vector<std::string> build_env(const ChildOptions& options) {
   std::map<std::string, std::string> vars;
@@ -60,7 +62,8 @@ Child::Child(const std::vector<std::string>& argv, const ChildOptions& options) 
   core::UniqueFd out_write;
   if (options.stdout_tty) {
     out_fd_.reset(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
-    if (!out_fd_ || ::grantpt(out_fd_.get()) != 0 || ::unlockpt(out_fd_.get()) != 0) throw_errno("posix_openpt");
+    if (!out_fd_ || ::grantpt(out_fd_.get()) != 0 || ::unlockpt(out_fd_.get()) != 0)
+      throw_errno("posix_openpt");
     winsize ws{};
     ws.ws_col = options.tty_columns;
     ws.ws_row = options.tty_rows;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// Runs the real fetchctl (or any program) as a child: stdin from a file, stdout and stderr captured through pipes
-// (or stdout on a pseudo-terminal), waited for with a pidfd and a bounded failsafe, never with sleeps.
+// Runs the real fetchctl (or any program) as a child: stdin from a file, stdout and stderr captured through
+// pipes (or stdout on a pseudo-terminal), waited for with a pidfd and a bounded failsafe, never with sleeps.
 
 #include <sys/types.h>
 
@@ -17,7 +17,7 @@ struct ChildOptions {
   std::string stdin_path = "/dev/null";
   std::vector<std::string> env;  // "NAME=value" added to (and replacing in) the test's environment
   std::vector<std::string> unset_env{"FETCHD_SOCKET"};
-  bool stdout_tty = false;             // stdout (only) on a pseudo-terminal of tty_columns x tty_rows
+  bool stdout_tty = false;  // stdout (only) on a pseudo-terminal of tty_columns x tty_rows
   unsigned short tty_columns = 100;
   unsigned short tty_rows = 30;
 };
@@ -37,7 +37,8 @@ class Child {
   Child& operator=(const Child&) = delete;
 
   // Reads stdout until it contains `needle` (true) or `failsafe` passes / stdout ends (false).
-  bool wait_for_output(const std::string& needle, std::chrono::milliseconds failsafe = std::chrono::seconds(30));
+  bool wait_for_output(const std::string& needle,
+                       std::chrono::milliseconds failsafe = std::chrono::seconds(30));
   void kill(int signo);
   // Reads both streams to their end and reaps the child; SIGKILLs it after `failsafe`.
   ChildResult wait(std::chrono::milliseconds failsafe = std::chrono::seconds(60));

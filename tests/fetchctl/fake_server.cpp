@@ -18,7 +18,9 @@ namespace fetchd::testing {
 
 namespace {
 
-[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+[[noreturn]] void throw_errno(const char* what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
 
 // Failsafe for one wait of the server thread; the stop eventfd ends every wait long before.
 constexpr int kPollFailsafeMs = 60000;
@@ -45,7 +47,8 @@ FakeServer::FakeServer(Handler handler) : handler_(std::move(handler)) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw_errno("bind");
   socklen_t len = sizeof addr;
-  if (::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) throw_errno("getsockname");
+  if (::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    throw_errno("getsockname");
   port_ = ntohs(addr.sin_port);
   start();
 }
@@ -152,7 +155,8 @@ std::string ok_reply(const std::string& op, const nlohmann::json& result) {
 }
 
 std::string error_reply(const std::string& op, const std::string& code, const std::string& message) {
-  return nlohmann::json{{"ok", false}, {"op", op}, {"error", {{"code", code}, {"message", message}}}}.dump() + "\n";
+  return nlohmann::json{{"ok", false}, {"op", op}, {"error", {{"code", code}, {"message", message}}}}.dump() +
+         "\n";
 }
 
 }  // namespace fetchd::testing

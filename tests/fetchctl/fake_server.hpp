@@ -1,18 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// A stand-in for fetchd's control socket in tests: listens on a unix socket (or 127.0.0.1), reads request lines,
-// records them, and answers what the test's handler returns. One connection at a time on its own thread; every
-// wait is a poll() that also watches a stop eventfd, so destruction never hangs.
+// A stand-in for fetchd's control socket in tests: listens on a unix socket (or 127.0.0.1), reads request
+// lines, records them, and answers what the test's handler returns. One connection at a time on its own
+// thread; every wait is a poll() that also watches a stop eventfd, so destruction never hangs.
 
 #include <cstddef>
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "fetchd/core/unique_fd.hpp"
 

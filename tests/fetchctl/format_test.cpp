@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // fetchctl's pure pieces: units, bars, tables, sanitizing, the stats block, watch lines and the live view.
+#include "format.hpp"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "format.hpp"
 #include "watch_view.hpp"
 
 namespace {
@@ -23,8 +24,9 @@ TEST(FormatBytes, BinaryUnitsWithOneDecimal) {
 }
 
 TEST(FormatBytes, NeverPrints1024OfAUnit) {
-  EXPECT_EQ(format_bytes(1048575), "1.0 MiB");           // 1023.999 KiB
-  EXPECT_EQ(format_bytes(1024 * 1023 + 1000), "1023.9 KiB");
+  EXPECT_EQ(format_bytes(1048575), "1.0 MiB");  // 1023.999 KiB
+  EXPECT_EQ(format_bytes(1024 * 1023 + 900), "1023.9 KiB");
+  EXPECT_EQ(format_bytes(1024 * 1023 + 1000), "1.0 MiB");  // 1023.98 KiB
   EXPECT_EQ(format_bytes((std::uint64_t{1} << 30) - 1), "1.0 GiB");
 }
 
@@ -48,7 +50,9 @@ TEST(Sanitize, EscapesControlsAndInvalidUtf8ButKeepsText) {
   EXPECT_EQ(sanitize("caf\xc3\xa9 \xe2\x9c\x93"), "caf\xc3\xa9 \xe2\x9c\x93");
   EXPECT_EQ(sanitize("a\x1b[2Jb"), "a\\x1b[2Jb");
   EXPECT_EQ(sanitize("line\nbreak\ttab\x7f"), "line\\x0abreak\\x09tab\\x7f");
-  EXPECT_EQ(sanitize("\xc2\x9b" "31m"), "\\x9b31m");       // C1 CSI
+  EXPECT_EQ(sanitize("\xc2\x9b"
+                     "31m"),
+            "\\x9b31m");  // C1 CSI
   EXPECT_EQ(sanitize("bad\xff\xfe"), "bad\\xff\\xfe");
   EXPECT_EQ(sanitize("\xc0\xaf"), "\\xc0\\xaf");           // overlong '/'
   EXPECT_EQ(sanitize("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // surrogate
@@ -101,24 +105,30 @@ TEST(Table, AlignsAcrossPagesAndNeverNarrows) {
   EXPECT_EQ(t.header(), "  ID  NAME       NOTE\n");
   EXPECT_EQ(t.row({"1", "a", "x"}), "   1  a          x\n");
   EXPECT_EQ(t.row({"1000", "long-name", ""}), "1000  long-name\n");  // no trailing blanks
-  t.fit({{"2", "b", "y"}});                                            // a later, narrower page
+  t.fit({{"2", "b", "y"}});                                          // a later, narrower page
   EXPECT_EQ(t.row({"2", "b", "y"}), "   2  b          y\n");
   t.fit({{"123456", "é", "z"}});
   EXPECT_EQ(t.row({"123456", "é", "z"}), "123456  é          z\n");
 }
 
 TEST(JobRow, FormatsAndSanitizesAJobObject) {
-  json job = {{"id", 12}, {"state", "failed"}, {"attempts", 3}, {"bytes", 2048},
-              {"dest", "a\x1b.bin"}, {"error", "HTTP 404"}, {"url", "https://x/a"}};
-  EXPECT_EQ(job_row(job), (std::vector<std::string>{"12", "failed", "3", "2.0 KiB", "a\\x1b.bin", "HTTP 404"}));
+  json job = {{"id", 12},
+              {"state", "failed"},
+              {"attempts", 3},
+              {"bytes", 2048},
+              {"dest", "a\x1b.bin"},
+              {"error", "HTTP 404"},
+              {"url", "https://x/a"}};
+  EXPECT_EQ(job_row(job),
+            (std::vector<std::string>{"12", "failed", "3", "2.0 KiB", "a\\x1b.bin", "HTTP 404"}));
   json sparse = {{"id", "not a number"}};
   EXPECT_EQ(job_row(sparse), (std::vector<std::string>{"-", "-", "-", "-", "-", ""}));
   EXPECT_EQ(job_row(json::array()), (std::vector<std::string>{"-", "-", "-", "-", "-", ""}));
 }
 
 TEST(FormatStats, KnownKeysInOrderThenOthers) {
-  json stats = {{"uptime_s", 59.0}, {"active", 1}, {"strategy", "thread-pool"}, {"mib_per_s", 2.345},
-                {"zz_new", "x"}, {"bytes", 1024}};
+  json stats = {{"uptime_s", 59.0},   {"active", 1},   {"strategy", "thread-pool"},
+                {"mib_per_s", 2.345}, {"zz_new", "x"}, {"bytes", 1024}};
   EXPECT_EQ(format_stats(stats),
             "strategy    thread-pool\n"
             "active      1\n"
@@ -130,8 +140,10 @@ TEST(FormatStats, KnownKeysInOrderThenOthers) {
 }
 
 TEST(FormatEvent, OneLinePerKind) {
-  json job = {{"id", 4}, {"url", "https://u:p@h/x?k=1"}, {"dest", "x"}, {"state", "queued"}, {"attempts", 0},
-              {"bytes", 0}, {"size", nullptr}, {"error", ""}};
+  json job = {{"id", 4},         {"url", "https://u:p@h/x?k=1"},
+              {"dest", "x"},     {"state", "queued"},
+              {"attempts", 0},   {"bytes", 0},
+              {"size", nullptr}, {"error", ""}};
   EXPECT_EQ(format_event({{"event", "queued"}, {"job", job}}), "queued  4  x  https://h/x?…");
   job["state"] = "running";
   job["bytes"] = 512;
@@ -155,7 +167,8 @@ TEST(ProgressLine, FitsTheWidthWithOrWithoutBar) {
   EXPECT_NE(line.find("[█████               ]   25%     1.0 MiB     1.5 KiB/s"), std::string::npos) << line;
 
   std::string unknown = format_progress_line("a", 10, std::nullopt, std::nullopt, 80, false);
-  EXPECT_NE(unknown.find("[....................]    --      10 B            --"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("[....................]    --        10 B            --"), std::string::npos)
+      << unknown;
 
   std::string narrow = format_progress_line("a/very/long/destination/name.iso", 1, 2, 1.0, 50, false);
   EXPECT_LE(display_width(narrow), 50u);
@@ -179,12 +192,18 @@ TEST(WatchView, TracksRunningJobsAndTheirRate) {
   WatchView::Clock::time_point t0{std::chrono::seconds(100)};
   auto ev = [](const char* name, int id, const char* state, int bytes) {
     return json{{"event", name},
-                {"job", {{"id", id}, {"dest", "f" + std::to_string(id)}, {"state", state}, {"bytes", bytes},
-                         {"size", 4096}}}};
+                {"job",
+                 {{"id", id},
+                  {"dest", "f" + std::to_string(id)},
+                  {"state", state},
+                  {"bytes", bytes},
+                  {"size", 4096}}}};
   };
   view.apply(ev("started", 1, "running", 0), t0);
   view.apply(ev("started", 2, "running", 0), t0);
   EXPECT_EQ(view.running(), 2u);
+  EXPECT_FALSE(view.rate(1).has_value());
+  view.apply(ev("progress", 1, "running", 10), t0 + 10ms);  // too close to the start for a sample
   EXPECT_FALSE(view.rate(1).has_value());
   view.apply(ev("progress", 1, "running", 1000), t0 + 1s);
   ASSERT_TRUE(view.rate(1).has_value());
@@ -210,11 +229,16 @@ TEST(WatchView, RendersBarsThenTotalsWithinTheHeight) {
   EXPECT_EQ(lines[0], "waiting for the first stats event");
   for (int id = 1; id <= 5; ++id) {
     view.apply({{"event", "started"},
-                {"job", {{"id", id}, {"dest", "file" + std::to_string(id)}, {"state", "running"}, {"bytes", 0},
-                         {"size", nullptr}}}},
+                {"job",
+                 {{"id", id},
+                  {"dest", "file" + std::to_string(id)},
+                  {"state", "running"},
+                  {"bytes", 0},
+                  {"size", nullptr}}}},
                t);
   }
-  view.apply({{"event", "stats"}, {"stats", {{"active", 5}, {"queued", 0}, {"done", 1}, {"mib_per_s", 3.0}}}}, t);
+  view.apply({{"event", "stats"}, {"stats", {{"active", 5}, {"queued", 0}, {"done", 1}, {"mib_per_s", 3.0}}}},
+             t);
   lines = view.render(60, 10, false);
   ASSERT_EQ(lines.size(), 6u);
   EXPECT_EQ(lines[0].rfind("file1 ", 0), 0u);

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// Request building: URL lines, -H arguments, job objects, batching by count and bytes, index rewriting, and the
+// Request building: URL lines, -H arguments, job objects, batching by count and bytes, index rewriting, and
+// the
 // --socket syntax.
+#include "requests.hpp"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "client.hpp"
-#include "requests.hpp"
 
 namespace {
 
@@ -40,6 +42,7 @@ TEST(ParseHeaderArg, NameColonValue) {
   EXPECT_NE(error.find("Name: value"), std::string::npos);
   EXPECT_FALSE(parse_header_arg(": value", &error));
   EXPECT_FALSE(parse_header_arg("X Token: value", &error));
+  EXPECT_FALSE(parse_header_arg("X-Token : value", &error));
 }
 
 TEST(MakeJob, OnlyTheGivenFieldsInProtocolOrder) {
@@ -84,7 +87,7 @@ TEST(SubmitBatch, NeverOverTheLineLimit) {
   // Exactly at the limit is allowed.
   std::string head = R"({"op":"submit","jobs":[)";
   std::size_t room = kMaxRequestLine - head.size() - 2;
-  std::string exact = R"({"url":")" + std::string(room - 11, 'y') + R"("})";
+  std::string exact = R"({"url":")" + std::string(room - 10, 'y') + R"("})";
   ASSERT_EQ(exact.size(), room);
   EXPECT_TRUE(SubmitBatch::fits_alone(exact));
   EXPECT_TRUE(batch.try_add(exact));
@@ -95,8 +98,10 @@ TEST(SubmitBatch, NeverOverTheLineLimit) {
 TEST(RewriteJobIndexes, MapsBatchIndexesToInputPositions) {
   std::vector<std::size_t> global{5000, 5001, 5003};
   EXPECT_EQ(rewrite_job_indexes("jobs[1].url: bad", global), "jobs[5001].url: bad");
-  EXPECT_EQ(rewrite_job_indexes("jobs[2] conflicts with jobs[0]", global), "jobs[5003] conflicts with jobs[5000]");
-  EXPECT_EQ(rewrite_job_indexes("jobs[7].url: out of range stays", global), "jobs[7].url: out of range stays");
+  EXPECT_EQ(rewrite_job_indexes("jobs[2] conflicts with jobs[0]", global),
+            "jobs[5003] conflicts with jobs[5000]");
+  EXPECT_EQ(rewrite_job_indexes("jobs[7].url: out of range stays", global),
+            "jobs[7].url: out of range stays");
   EXPECT_EQ(rewrite_job_indexes("no index; jobs[x] jobs[", global), "no index; jobs[x] jobs[");
   EXPECT_EQ(first_job_index("jobs[12].dest: taken by jobs[3]"), 12u);
   EXPECT_FALSE(first_job_index("bad_request: jobs must be an array"));
