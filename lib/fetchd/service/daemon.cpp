@@ -128,7 +128,8 @@ class Daemon {
   std::optional<store::Job> job_now(core::JobId id);
 
   // --- config
-  std::vector<std::string> reload();
+  // Returns the config errors (then nothing changed); *added = jobs of the job list that were new.
+  std::vector<std::string> reload(std::size_t* added = nullptr);
   std::size_t enqueue_config_jobs(const config::Config& c);
   void start_log_timer();
 
@@ -160,6 +161,7 @@ class Daemon {
     std::size_t count = 0;
   };
   std::vector<PendingSubmit> pending_submits_;
+  std::size_t last_flush_created_ = 0;  // new jobs of the last commit
 
   // The window: the scheduler holds at most window_ jobs; the rest wait in the store.
   std::size_t window_ = 1024;
@@ -241,7 +243,7 @@ int Daemon::run() {
   }
   sigterm_.start(SIGTERM, [this](int s) { begin_shutdown(s); });
   sigint_.start(SIGINT, [this](int s) { begin_shutdown(s); });
-  sighup_.start(SIGHUP, [this](int) { reload(); });
+  sighup_.start(SIGHUP, [this](int) { reload(); });  // errors are logged; fetchctl reload reports them
   grace_timer_.stop();
 
   auto counts = store_->counts();
@@ -385,9 +387,11 @@ void Daemon::flush() {
   batch_ = {};
   pending_submits_.clear();
 
+  last_flush_created_ = 0;
   for (std::size_t i = 0; i < submits.size(); ++i) {
     const auto& outcome = result.submits.at(i);
     if (outcome.kind != store::SubmitOutcome::Kind::kCreated) continue;
+    ++last_flush_created_;
     store::Job job;
     job.id = outcome.id;
     job.key = submits[i].key;
@@ -562,9 +566,11 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
           watchers_.insert(conn);
           control_->send(conn, control::encode_result("watch", req, json{{"watching", true}}));
         } else if constexpr (std::is_same_v<T, control::Reload>) {
-          auto errors = reload();
+          std::size_t added = 0;
+          auto errors = reload(&added);
           if (errors.empty()) {
-            control_->send(conn, control::encode_result("reload", req, json{{"reloaded", true}}));
+            control_->send(conn,
+                           control::encode_result("reload", req, json{{"reloaded", true}, {"jobs_added", added}}));
           } else {
             std::string msg;
             for (const auto& e : errors) msg += (msg.empty() ? "" : "\n") + e;
@@ -789,7 +795,7 @@ void Daemon::start_log_timer() {
 
 // Validates the config file again and applies it to what starts from now on. Returns the errors (then the old
 // config stays in force).
-std::vector<std::string> Daemon::reload() {
+std::vector<std::string> Daemon::reload(std::size_t* added_out) {
   spdlog::info("reload: reading {}", config_path_.string());
   std::unique_ptr<config::Config> fresh;
   try {
@@ -815,7 +821,12 @@ std::vector<std::string> Daemon::reload() {
   bool strategy_changed = !(fresh->strategy == config_->strategy) || fresh->output.fsync != config_->output.fsync;
   std::string level = fresh->log.level;
   bool interval_changed = fresh->log.interval != config_->log.interval;
-  auto added = enqueue_config_jobs(*fresh);
+  try {
+    flush();  // what clients submitted before the reload is committed first: its answers go out unchanged
+  } catch (const std::exception& e) {
+    spdlog::error("reload: {}", e.what());
+  }
+  enqueue_config_jobs(*fresh);
   config_ = std::move(fresh);
   scheduler_->set_retry_policy(retry_policy(*config_));
   window_ = window_for(*config_);
@@ -828,12 +839,15 @@ std::vector<std::string> Daemon::reload() {
   }
   spdlog::set_level(spdlog::level::from_str(level));
   if (interval_changed) start_log_timer();
+  std::size_t added = 0;
   try {
     flush();
+    added = last_flush_created_;
   } catch (const std::exception& e) {
     spdlog::error("reload: {}", e.what());
   }
-  spdlog::info("reload: done ({} job(s) in the job list)", added);
+  if (added_out) *added_out = added;
+  spdlog::info("reload: done; {} new job(s) from the job list", added);
   notifier_.ready();
   return {};
 }
