@@ -41,6 +41,7 @@ struct TransferRequest {
   OnExists on_exists = OnExists::kSkip;
   bool fsync = true;
   int attempt = 1;  // 1-based
+  int priority = 0;  // higher starts first (the scheduler's order; not sent to worker processes)
   TransferOptions options;
 };
 

@@ -99,7 +99,7 @@ core::JobId Scheduler::add(core::TransferRequest request) {
   JobRecord record;
   record.request = std::move(request);
   jobs_.emplace(id, std::move(record));
-  queue_.push_back(id);
+  queue_.insert(key_of(jobs_.at(id)));
   dispatch();
   return id;
 }
@@ -108,10 +108,10 @@ void Scheduler::dispatch() {
   if (draining_) return;
   auto cap = static_cast<std::size_t>(std::max(1, strategy_->capacity()));
   while (running_ < cap && !queue_.empty()) {
-    core::JobId id = queue_.front();
-    queue_.pop_front();
+    core::JobId id = queue_.begin()->id;
+    queue_.erase(queue_.begin());
     auto it = jobs_.find(id);
-    if (it == jobs_.end() || it->second.state != JobState::kQueued) continue;  // cancelled while queued
+    if (it == jobs_.end() || it->second.state != JobState::kQueued) continue;
     auto& job = it->second;
     job.state = JobState::kRunning;
     job.runner = strategy_.get();
@@ -193,7 +193,7 @@ void Scheduler::on_retry_timer() {
     if (it == jobs_.end() || it->second.state != JobState::kRetryWait) continue;
     --waiting_;
     it->second.state = JobState::kQueued;
-    queue_.push_back(id);
+    queue_.insert(key_of(it->second));
   }
   arm_retry_timer();
   dispatch();
@@ -205,9 +205,10 @@ void Scheduler::cancel(core::JobId id) {
   auto& job = it->second;
   switch (job.state) {
     case JobState::kQueued:
+      queue_.erase(key_of(job));
       job.last.category = core::ErrorCategory::kCancelled;
       job.last.message = "cancelled before it started";
-      finish(job, JobState::kCancelled);  // its stale id in queue_ is skipped by dispatch()
+      finish(job, JobState::kCancelled);
       break;
     case JobState::kRetryWait:
       --waiting_;
@@ -221,9 +222,6 @@ void Scheduler::cancel(core::JobId id) {
     default:
       return;
   }
-  // The job is finished and forgotten: drop its stale queue entry so idle() becomes true without waiting for
-  // dispatch.
-  queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
   check_idle();
 }
 

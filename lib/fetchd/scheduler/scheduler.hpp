@@ -6,7 +6,7 @@
 // Thread: the control loop thread only.
 
 #include <chrono>
-#include <deque>
+#include <set>
 #include <functional>
 #include <queue>
 #include <random>
@@ -120,7 +120,14 @@ class Scheduler {
   uv::Timer release_timer_;
   std::mt19937_64 rng_;
   std::unordered_map<core::JobId, JobRecord> jobs_;
-  std::deque<core::JobId> queue_;
+  // Runnable jobs in run order: priority descending, then id (so, among equals, the order they came in).
+  struct QueueKey {
+    int priority;
+    core::JobId id;
+    bool operator<(const QueueKey& o) const { return priority != o.priority ? priority > o.priority : id < o.id; }
+  };
+  static QueueKey key_of(const JobRecord& job) { return {job.request.priority, job.request.id}; }
+  std::set<QueueKey> queue_;
   std::priority_queue<Due, std::vector<Due>, std::greater<>> retries_;
   core::JobId next_id_ = 1;
   std::size_t running_ = 0;

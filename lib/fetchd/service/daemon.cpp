@@ -136,6 +136,7 @@ class Daemon {
   // --- watch
   void emit(std::string_view event, const store::Job& job);
   void emit(std::string_view event, const scheduler::JobRecord& job, store::State state);
+  void send_events();
   void tick();
 
   fs::path config_path_;
@@ -162,6 +163,7 @@ class Daemon {
   };
   std::vector<PendingSubmit> pending_submits_;
   std::size_t last_flush_created_ = 0;  // new jobs of the last commit
+  std::vector<std::string> pending_events_;  // watch events of changes not committed yet
 
   // The window: the scheduler holds at most window_ jobs; the rest wait in the store.
   std::size_t window_ = 1024;
@@ -346,6 +348,9 @@ void Daemon::record(core::JobId id, store::State state, int attempts, std::strin
 void Daemon::on_check() {
   try {
     flush();
+    // Jobs the commit let start (added at once on submit) recorded their start: commit that too, now rather
+    // than on the next wake-up.
+    flush();
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
   }
@@ -354,11 +359,20 @@ void Daemon::on_check() {
 
 // Commits everything gathered since the last commit in one transaction, then answers the submits it held.
 void Daemon::flush() {
-  if (batch_.empty()) return;
+  if (batch_.empty()) {
+    send_events();
+    return;
+  }
+  // The events of exactly the changes in this commit; what the commit's aftermath adds (jobs starting at once)
+  // waits for the next one.
+  auto events = std::move(pending_events_);
+  pending_events_.clear();
   store::BatchResult result;
   try {
     result = store_->commit(batch_);
   } catch (const store::StoreError& e) {
+    events.insert(events.end(), pending_events_.begin(), pending_events_.end());
+    pending_events_ = std::move(events);
     // Nothing of the batch is stored: refuse the submits (the client may retry) and keep the state changes
     // for the next attempt, one by one: an update the store can never take must not block every later commit.
     for (const auto& p : pending_submits_) {
@@ -436,6 +450,9 @@ void Daemon::flush() {
       control_->send(p.conn, control::encode_result("submit", p.req, json{{"jobs", std::move(jobs)}}));
     }
   }
+  for (const auto& line : events) {
+    for (auto conn : watchers_) control_->send(conn, line);
+  }
 }
 
 // Loads queued jobs from the store while the window has room. Jobs already in memory are skipped (a job that
@@ -478,6 +495,7 @@ void Daemon::add_to_scheduler(const store::Job& job) {
   r.on_exists = config_->output.on_exists;
   r.fsync = config_->output.fsync;
   r.options = config_->effective_options(cj);
+  r.priority = job.priority;
   if (job.attempts > 0) prior_attempts_[job.id] = job.attempts;
   scheduler_->add(std::move(r));
 }
@@ -715,10 +733,19 @@ json Daemon::stats_json() {
 
 // ------------------------------------------------------------------------------------------------ watch
 
+// State events wait for the commit that records them (flush), so a watcher never sees "done" for a job that
+// a crash right now would run again.
 void Daemon::emit(std::string_view event, const store::Job& job) {
   if (watchers_.empty()) return;
-  std::string line = control::encode_event(event, "job", control::watch_job_to_json(job));
-  for (auto conn : watchers_) control_->send(conn, line);
+  pending_events_.push_back(control::encode_event(event, "job", control::watch_job_to_json(job)));
+}
+
+void Daemon::send_events() {
+  auto events = std::move(pending_events_);
+  pending_events_.clear();
+  for (const auto& line : events) {
+    for (auto conn : watchers_) control_->send(conn, line);
+  }
 }
 
 void Daemon::emit(std::string_view event, const scheduler::JobRecord& record, store::State state) {
