@@ -241,6 +241,7 @@ void Connection::begin_response() {
   const Request& request = parser_.request();
   server_->counters().request_started();
   in_flight_ = true;
+  if (const auto& hook = server_->options().on_request) hook(request.target);
   route(request, server_->options(), response_);
   head_only_ = request.method == "HEAD";
   keep_alive_ = request.keep_alive && !response_.close;

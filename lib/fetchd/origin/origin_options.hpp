@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 
 namespace fetchd::origin {
 
@@ -13,6 +15,11 @@ struct OriginOptions {
   std::uint16_t port = 0;          // 0: an ephemeral port, reported by Origin::port()
   // Added before every response starts; a request's ?latency=<duration> overrides it.
   std::chrono::milliseconds latency{0};
+  // Optional: called with the request target ("/bytes/10/a?seed=1") of every request the parser accepted,
+  // before it is answered, so a test can count how often each path was asked for. It runs on the origin's
+  // loop thread, concurrently with the test's own thread: it must be thread-safe (e.g. a mutex around a map),
+  // fast and must not throw (an exception closes that connection).
+  std::function<void(std::string_view target)> on_request;
 };
 
 }  // namespace fetchd::origin
