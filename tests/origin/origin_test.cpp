@@ -38,17 +38,6 @@ std::string sha256_hex(const std::string& bytes) {
   return to_hex(digest);
 }
 
-// Waits for a condition the server reaches asynchronously (e.g. noticing a client's close). The deadline is
-// only a failsafe; the loop ends as soon as the condition holds.
-bool eventually(const std::function<bool()>& condition, std::chrono::seconds deadline = 20s) {
-  const auto end = std::chrono::steady_clock::now() + deadline;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 class OriginServer : public ::testing::Test {
  protected:
   ClientResponse get(const std::string& target, const std::string& headers = {}) {
@@ -82,7 +71,7 @@ TEST_F(OriginServer, StreamsLargeBody) {
   ASSERT_EQ(r.body.size(), n);
   EXPECT_EQ(sha256_hex(r.body), body_sha256_hex(n, 11));
   // The server counts after its last write callback, which may run after the client has read everything.
-  EXPECT_TRUE(eventually([&] { return origin_.stats().requests_in_flight == 0; }));
+  EXPECT_TRUE(origin_.wait_for([&](const OriginStats& s) { return s.requests_in_flight == 0; }, 20s));
   EXPECT_GE(origin_.stats().bytes_sent, n);
 }
 
@@ -225,7 +214,7 @@ TEST_F(OriginServer, HonoursConnectionClose) {
     EXPECT_TRUE(c.closed_by_server());
   }
   // The server half-closed first and drained until our close; only then is the connection gone.
-  EXPECT_TRUE(eventually([&] { return origin_.stats().connections == 0; }));
+  EXPECT_TRUE(origin_.wait_for([&](const OriginStats& s) { return s.connections == 0; }, 20s));
 
   Client old(origin_.port());
   old.send("GET /bytes/4 HTTP/1.0\r\n\r\n");
@@ -308,7 +297,7 @@ TEST_F(OriginServer, CountsParallelConnections) {
   EXPECT_EQ(stats.requests_total, n);
 
   clients.clear();
-  ASSERT_TRUE(eventually([&] { return origin_.stats().connections == 0; }));
+  ASSERT_TRUE(origin_.wait_for([&](const OriginStats& s) { return s.connections == 0; }, 20s));
   EXPECT_EQ(origin_.stats().max_connections, n);
   origin_.reset_max();
   EXPECT_EQ(origin_.stats().max_connections, 0u);
@@ -328,7 +317,7 @@ TEST_F(OriginServer, CountsRequestsInFlightAndStopsCleanlyWhileDelayed) {
     clients.emplace_back(origin_.port());
     clients.back().send(request("/bytes/10?latency=1h"));
   }
-  ASSERT_TRUE(eventually([&] { return origin_.stats().requests_in_flight == kClients; }));
+  ASSERT_TRUE(origin_.wait_for([&](const OriginStats& s) { return s.requests_in_flight == kClients; }, 20s));
   EXPECT_EQ(origin_.stats().max_requests_in_flight, kClients);
   EXPECT_EQ(origin_.stop(), 0) << "shutdown closes delayed requests and the loop";
   auto stats = origin_.stats();
@@ -343,7 +332,7 @@ TEST_F(OriginServer, StopsCleanlyWhileStreaming) {
   reader.send(request("/bytes/100GiB"));
   EXPECT_EQ(reader.read_response(true).header("content-length"), std::to_string(100ull << 30));
   // The client reads nothing more: the server must wait for it instead of buffering the body.
-  ASSERT_TRUE(eventually([&] { return origin_.stats().bytes_sent > 0; }));
+  ASSERT_TRUE(origin_.wait_for([&](const OriginStats& s) { return s.bytes_sent > 0; }, 20s));
   EXPECT_EQ(origin_.stats().requests_in_flight, 1u);
   EXPECT_EQ(origin_.stop(), 0);
   EXPECT_EQ(origin_.stop(), 0) << "idempotent";

@@ -462,19 +462,46 @@ void OriginCounters::reset_max() {
 void OriginCounters::connection_opened() {
   connections_total_.fetch_add(1, std::memory_order_relaxed);
   update_max(max_connections_, connections_.fetch_add(1, std::memory_order_relaxed) + 1);
+  changed();
 }
 
 void OriginCounters::connection_closed() {
   connections_.fetch_sub(1, std::memory_order_relaxed);
+  changed();
 }
 
 void OriginCounters::request_started() {
   requests_total_.fetch_add(1, std::memory_order_relaxed);
   update_max(max_requests_in_flight_, requests_in_flight_.fetch_add(1, std::memory_order_relaxed) + 1);
+  changed();
 }
 
 void OriginCounters::request_finished() {
   requests_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  changed();
+}
+
+// The fences pair with wait_for's: either the waiter's predicate sees this change, or this side sees the
+// waiter registered and notifies it (under the mutex, so the notify cannot fall between its check and its
+// sleep).
+void OriginCounters::changed() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (waiters_.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard lock(mutex_);
+  cv_.notify_all();
+}
+
+bool OriginCounters::wait_for(const std::function<bool(const OriginStats&)>& condition,
+                              std::chrono::milliseconds limit) const {
+  waiters_.fetch_add(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool ok = false;
+  {
+    std::unique_lock lock(mutex_);
+    ok = cv_.wait_for(lock, limit, [&] { return condition(snapshot()); });
+  }
+  waiters_.fetch_sub(1, std::memory_order_relaxed);
+  return ok;
 }
 
 struct Origin::Impl {

@@ -8,9 +8,13 @@
 #include <uv.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -42,9 +46,21 @@ class OriginCounters {
   void connection_closed();
   void request_started();
   void request_finished();
-  void add_bytes_sent(std::uint64_t n) { bytes_sent_.fetch_add(n, std::memory_order_relaxed); }
+  void add_bytes_sent(std::uint64_t n) {
+    bytes_sent_.fetch_add(n, std::memory_order_relaxed);
+    changed();
+  }
+
+  // Any thread: blocks until `condition` holds for a snapshot, or `limit` passed (then false). Woken by every
+  // counter change, so a test waits for the server's state instead of polling it.
+  bool wait_for(const std::function<bool(const OriginStats&)>& condition, std::chrono::milliseconds limit) const;
 
  private:
+  void changed();  // wakes wait_for(); costs one fence and a load while nobody waits
+
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  mutable std::atomic<int> waiters_{0};
   std::atomic<std::uint64_t> connections_{0};
   std::atomic<std::uint64_t> max_connections_{0};
   std::atomic<std::uint64_t> connections_total_{0};
@@ -93,6 +109,9 @@ class OriginThread {
   std::uint16_t port() const { return port_; }
   std::string url(std::string_view path) const;
   OriginStats stats() const { return counters_->snapshot(); }
+  bool wait_for(const std::function<bool(const OriginStats&)>& condition, std::chrono::milliseconds limit) const {
+    return counters_->wait_for(condition, limit);
+  }
   void reset_max() { counters_->reset_max(); }
 
   // Stops the server: closes all handles, runs the loop until it is empty, closes it and joins. Returns 0
