@@ -138,6 +138,7 @@ class Daemon {
   void emit(std::string_view event, const scheduler::JobRecord& job, store::State state);
   void send_events();
   void tick();
+  std::uint64_t queued_in_store(std::uint64_t fallback);
 
   fs::path config_path_;
   std::unique_ptr<config::Config> config_;
@@ -176,7 +177,6 @@ class Daemon {
 
   std::unordered_set<control::ConnectionId> watchers_;
   bool shutting_down_ = false;
-  bool drained_ = false;
   std::uint64_t last_tick_files_ = 0;
   std::uint64_t last_tick_bytes_ = 0;
   double files_per_s_ = 0;
@@ -313,7 +313,6 @@ void Daemon::begin_shutdown(int signum) {
 }
 
 void Daemon::finish_shutdown() {
-  drained_ = true;
   // Deferred to the check callback: drain's callback runs inside the strategy.
   check_.start([this] {
     try {
@@ -595,8 +594,8 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
             reply_error(conn, control::ErrorCode::kReloadFailed, msg, "reload", req);
           }
         } else if constexpr (std::is_same_v<T, control::Ping>) {
-          control_->send(conn, control::encode_result(
-                                   "ping", req, json{{"version", core::kVersion}, {"pid", static_cast<int>(getpid())}}));
+          json pong{{"version", core::kVersion}, {"pid", static_cast<int>(getpid())}};
+          control_->send(conn, control::encode_result("ping", req, pong));
         }
       },
       request->op);
@@ -763,6 +762,16 @@ void Daemon::emit(std::string_view event, const scheduler::JobRecord& record, st
   emit(event, job);
 }
 
+// The whole queue, not just the window in memory; `fallback` when the store cannot tell.
+std::uint64_t Daemon::queued_in_store(std::uint64_t fallback) {
+  try {
+    return store_->counts().queued;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return fallback;
+  }
+}
+
 void Daemon::tick() {
   auto c = scheduler_->counters();
   std::uint64_t files = c.done + c.failed;
@@ -770,13 +779,8 @@ void Daemon::tick() {
   mib_per_s_ = static_cast<double>(c.bytes - last_tick_bytes_) / (1024.0 * 1024.0) * 1000.0 / kTickMs;
   last_tick_files_ = files;
   last_tick_bytes_ = c.bytes;
-  std::uint64_t queued = 0;
-  try {
-    queued = store_->counts().queued;
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-  }
-  notifier_.status(fmt::format("active={} queued={} done={} failed={} MiB/s={:.2f}", c.active, queued, c.done,
+  c.queued = queued_in_store(c.queued);
+  notifier_.status(fmt::format("active={} queued={} done={} failed={} MiB/s={:.2f}", c.active, c.queued, c.done,
                                c.failed, mib_per_s_));
   if (shutting_down_) {
     notifier_.extend_timeout(std::chrono::seconds(15));  // still draining: keep systemd from killing us
@@ -812,10 +816,7 @@ void Daemon::start_log_timer() {
   auto interval = static_cast<std::uint64_t>(std::max<std::int64_t>(1, config_->log.interval.count()));
   log_timer_.start(interval, interval, [this] {
     auto c = scheduler_->counters();
-    try {
-      c.queued = store_->counts().queued;
-    } catch (...) {
-    }
+    c.queued = queued_in_store(c.queued);
     spdlog::info("{}", throughput_.sample(c));
   });
 }
