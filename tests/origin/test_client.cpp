@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -134,6 +135,59 @@ bool Client::closed_by_server() {
     if (n > 0) buffer_.push_back(c);
     return n <= 0;
   }
+}
+
+std::string Client::read_raw_head() {
+  for (;;) {
+    auto end = buffer_.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      std::string head = buffer_.substr(0, end + 4);
+      buffer_.erase(0, end + 4);
+      return head;
+    }
+    if (!fill()) throw std::runtime_error("connection closed inside a response head");
+  }
+}
+
+std::string Client::read_exactly(std::size_t n) {
+  while (buffer_.size() < n) {
+    if (!fill())
+      throw std::runtime_error("connection closed after " + std::to_string(buffer_.size()) + " of " +
+                               std::to_string(n) + " bytes");
+  }
+  std::string out = buffer_.substr(0, n);
+  buffer_.erase(0, n);
+  return out;
+}
+
+int Client::read_to_end(std::string& out, std::size_t max) {
+  out = std::move(buffer_);
+  buffer_.clear();
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) throw std::runtime_error("recv: timed out");
+    if (n < 0) return errno;
+    if (n == 0) return 0;
+    out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > max) throw std::runtime_error("more than " + std::to_string(max) + " bytes");
+  }
+}
+
+bool Client::quiet_for(std::chrono::milliseconds limit) {
+  if (!buffer_.empty()) return false;
+  pollfd p{fd_, POLLIN, 0};
+  int rc = 0;
+  do {
+    rc = ::poll(&p, 1, static_cast<int>(limit.count()));
+  } while (rc < 0 && errno == EINTR);
+  return rc == 0;
+}
+
+void Client::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
 }
 
 std::string request(std::string_view target, std::string_view extra_headers, std::string_view method) {

@@ -4,6 +4,7 @@
 // by Content-Length. A receive timeout is only a failsafe so that a bug fails the test instead of hanging it.
 // Thread: the test's own thread.
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -37,6 +38,16 @@ class Client {
   ClientResponse read_response(bool head_request = false);
   // True when the server closed the connection (EOF or reset) before any further byte arrived.
   bool closed_by_server();
+
+  // Raw reads, for fault modes whose framing a response parser would refuse.
+  std::string read_raw_head();              // up to and including the empty line
+  std::string read_exactly(std::size_t n);  // throws when the connection ends first
+  // Everything until the connection ends; returns 0 for EOF or the recv errno (ECONNRESET for a reset).
+  // Throws past max bytes, so an endless body cannot fill the test's memory.
+  int read_to_end(std::string& out, std::size_t max = 64 << 20);
+  // True when no byte (and no EOF) arrives within limit: an observation window, not synchronisation.
+  bool quiet_for(std::chrono::milliseconds limit);
+  void close();  // the client's full close
 
  private:
   bool fill();  // one recv into buffer_; false on EOF/error

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/origin/http.hpp"
-#include "fetchd/core/text.hpp"
 
 #include <algorithm>
 #include <charconv>
+
+#include "fetchd/core/text.hpp"
 
 namespace fetchd::origin {
 
@@ -141,17 +142,42 @@ Target split_target(std::string_view target) {
   return {target.substr(0, q), target.substr(q + 1)};
 }
 
-std::optional<std::string> query_param(std::string_view query, std::string_view key) {
+namespace {
+
+// Calls f(decoded value) for each key=value pair named key, in order, until f returns false.
+template <typename F>
+void for_each_param(std::string_view query, std::string_view key, F&& f) {
   while (!query.empty()) {
     auto amp = query.find('&');
     auto pair = query.substr(0, amp);
     auto eq = pair.find('=');
     auto name = pair.substr(0, eq);
-    if (name == key)
-      return core::percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+    if (name == key &&
+        !f(core::percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1)))) {
+      return;
+    }
     query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
   }
-  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> query_param(std::string_view query, std::string_view key) {
+  std::optional<std::string> out;
+  for_each_param(query, key, [&](std::string value) {
+    out = std::move(value);
+    return false;
+  });
+  return out;
+}
+
+std::vector<std::string> query_params(std::string_view query, std::string_view key) {
+  std::vector<std::string> out;
+  for_each_param(query, key, [&](std::string value) {
+    out.push_back(std::move(value));
+    return true;
+  });
+  return out;
 }
 
 }  // namespace fetchd::origin

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace fetchd::origin {
 
@@ -36,5 +37,7 @@ Target split_target(std::string_view target);
 // The first value of key in a query string ("a=1&b=2"), percent-decoded; nullopt when absent. "key" without
 // "=" yields an empty value.
 std::optional<std::string> query_param(std::string_view query, std::string_view key);
+// Every value of key, in order, percent-decoded (a fault mode that repeats a header takes one per value).
+std::vector<std::string> query_params(std::string_view query, std::string_view key);
 
 }  // namespace fetchd::origin

@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/origin/origin.hpp"
 
+#include <linux/sockios.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <bit>
 #include <cassert>
+#include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -14,6 +20,7 @@
 #include <utility>
 
 #include "fetchd/origin/body.hpp"
+#include "fetchd/origin/body_stream.hpp"
 #include "fetchd/origin/request_parser.hpp"
 #include "fetchd/origin/route.hpp"
 #include "fetchd/uv/error.hpp"
@@ -37,6 +44,15 @@ constexpr std::size_t kMaxPendingInput = 64 * 1024;
 // After the last response of a connection, client bytes are drained for at most this long before closing, so
 // that unread input does not turn the close into a reset that destroys the response (RFC 9112 §9.6).
 constexpr std::uint64_t kLingerMs = 2000;
+// Digests of generated bodies are computed on the loop, this much per turn, so that hashing a large body
+// delays the other connections by about a millisecond at a time instead of a second at once.
+constexpr std::size_t kDigestScratchSize = 256 * 1024;
+constexpr int kDigestSlicesPerTurn = 4;
+// A reset (reset_after) waits, checking every millisecond, until the kernel has the body bytes acknowledged
+// by the client, so that the RST cannot overtake them; a client that does not read gets it after this long.
+constexpr int kResetDrainChecks = 2000;
+// A head made big on purpose (header_fill) is not kept in memory after its response.
+constexpr std::size_t kMaxKeptHeadCapacity = 64 * 1024;
 
 void update_max(std::atomic<std::uint64_t>& max, std::uint64_t value) {
   auto current = max.load(std::memory_order_relaxed);
@@ -76,6 +92,8 @@ class Server {
   OriginCounters& counters() { return *counters_; }
   const std::shared_ptr<OriginCounters>& shared_counters() const { return counters_; }
   char* read_buffer() { return read_buffer_.get(); }
+  // Shared by all connections: each digest slice is generated and hashed within one callback.
+  std::span<std::byte> digest_scratch() { return {digest_scratch_.get(), kDigestScratchSize}; }
 
   void link(Connection* c);
   void unlink(Connection* c);
@@ -87,6 +105,7 @@ class Server {
   OriginOptions options_;
   std::shared_ptr<OriginCounters> counters_ = std::make_shared<OriginCounters>();
   std::unique_ptr<char[]> read_buffer_{new char[kReadBufferSize]};
+  std::unique_ptr<std::byte[]> digest_scratch_{new std::byte[kDigestScratchSize]};
   uv::Tcp listener_;
   std::uint16_t port_ = 0;
   Connection* connections_ = nullptr;  // intrusive list: no allocation per connection beyond the Connection
@@ -112,7 +131,15 @@ class Connection {
   Connection* next = nullptr;
 
  private:
-  enum class Phase { kIdle, kDelaying, kSending, kLingering };
+  enum class Phase {
+    kIdle,
+    kDigesting,  // hashing the body for Content-Digest/Repr-Digest
+    kDelaying,   // latency
+    kSending,
+    kStalled,    // fault: nothing more is sent until the client closes
+    kResetting,  // fault: waiting for the sent bytes to be acknowledged, then RST
+    kLingering,  // after the last response: FIN sent, draining the client's bytes
+  };
 
   template <typename F>
   void guarded(const char* where, F&& f) noexcept;
@@ -122,28 +149,38 @@ class Connection {
   std::size_t consume(std::string_view data);
   void begin_response();
   void begin_error();
+  void digest_turn();
   void start_or_delay();
   void start_sending();
   void pump();
   void on_written(Chunk* chunk, int status);
+  void end_body();
   void finish_response();
+  void reset_when_delivered();
   void linger_close();
+  uv::Timer& timer();
+  int fd() const;
   std::size_t pending_size() const { return pending_.size() - pending_pos_; }
 
   Server* server_;
   uv::Tcp tcp_;
-  uv::Timer timer_;  // created on first need: latency, then linger
+  // Created on first need. The phases run one after another, so one timer serves them all: digest turns,
+  // latency, trickle pacing, the reset's delivery checks, linger.
+  uv::Timer timer_;
   RequestParser parser_;
   Response response_;
+  std::unique_ptr<BodyDigest> digest_;  // while kDigesting
   std::string head_;
-  std::string pending_;  // input received while a response was in progress, from pending_pos_ on
+  std::size_t head_pos_ = 0;  // head bytes queued so far
+  BodyStream body_;
+  std::uint64_t cut_left_ = 0;      // body bytes until response_.cut applies (when it is not kNone)
+  std::uint64_t trickle_left_ = 0;  // body bytes still allowed in this trickle interval (when trickling)
+  std::string pending_;             // input received while a response was in progress, from pending_pos_ on
   std::size_t pending_pos_ = 0;
-  std::uint64_t body_pos_ = 0;  // next body byte: absolute for generated bodies, into response_.text for text
-  std::uint64_t body_left_ = 0;
   int queued_chunks_ = 0;
+  int reset_checks_ = 0;
   int minor_version_ = 1;
   Phase phase_ = Phase::kIdle;
-  bool head_queued_ = false;
   bool head_only_ = false;
   bool keep_alive_ = true;
   bool in_flight_ = false;
@@ -195,7 +232,8 @@ void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (closing_ || nread == 0) return;
   if (nread < 0) {
     pause_reading();
-    if (nread == UV_EOF && (phase_ == Phase::kDelaying || phase_ == Phase::kSending)) {
+    if (nread == UV_EOF &&
+        (phase_ == Phase::kDigesting || phase_ == Phase::kDelaying || phase_ == Phase::kSending)) {
       peer_eof_ = true;  // a half-close: finish what was asked, then close
       return;
     }
@@ -203,7 +241,9 @@ void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
     close();
     return;
   }
-  if (phase_ == Phase::kLingering) return;  // drained and dropped
+  // Drained and dropped: nothing more will be answered on this connection, and a stalled one must keep
+  // reading to notice the client's close.
+  if (phase_ == Phase::kLingering || phase_ == Phase::kStalled || phase_ == Phase::kResetting) return;
   std::string_view data(buf->base, static_cast<std::size_t>(nread));
   if (phase_ != Phase::kIdle || pending_size() > 0) {
     pending_.append(data);
@@ -241,12 +281,51 @@ void Connection::begin_response() {
   const Request& request = parser_.request();
   server_->counters().request_started();
   in_flight_ = true;
-  if (const auto& hook = server_->options().on_request) hook(request.target);
-  route(request, server_->options(), response_);
+  const OriginOptions& options = server_->options();
+  if (options.on_request) options.on_request(request.target);
+  if (options.rewrite) {
+    Request rewritten = request;  // tests only: a copy per request is fine
+    rewritten.target = options.rewrite(request.target);
+    route(rewritten, options, response_);
+  } else {
+    route(request, options, response_);
+  }
   head_only_ = request.method == "HEAD";
   keep_alive_ = request.keep_alive && !response_.close;
   minor_version_ = request.minor_version;
+  if (response_.wants_digest() && response_.body == Response::Body::kGenerated) {
+    phase_ = Phase::kDigesting;
+    digest_ = std::make_unique<BodyDigest>(response_.seed, response_.repr_size, response_.repr_digest,
+                                           response_.offset, response_.length, response_.content_digest);
+    return digest_turn();
+  }
   start_or_delay();
+}
+
+// Hashes a bounded amount, then yields to the loop until the next turn (a repeating 1 ms timer: libuv 1.44
+// runs a 0 ms timer started from a timer callback again in the same pass, which would starve the loop).
+void Connection::digest_turn() {
+  for (int i = 0; i < kDigestSlicesPerTurn && !digest_->done(); ++i) digest_->step(server_->digest_scratch());
+  if (!digest_->done()) {
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(timer().get())))
+      timer_.start(1, 1, [this] { guarded("digest", [this] { digest_turn(); }); });
+    return;
+  }
+  timer().stop();
+  add_digest_headers(response_, digest_->part(), digest_->whole());
+  digest_.reset();
+  start_or_delay();
+}
+
+uv::Timer& Connection::timer() {
+  if (!timer_) timer_ = uv::Timer(server_->loop());
+  return timer_;
+}
+
+int Connection::fd() const {
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(tcp_.get()), &fd) != 0) return -1;
+  return fd;
 }
 
 void Connection::begin_error() {
@@ -263,7 +342,7 @@ void Connection::begin_error() {
 void Connection::start_or_delay() {
   if (response_.latency.count() <= 0) return start_sending();
   phase_ = Phase::kDelaying;
-  if (!timer_) timer_ = uv::Timer(server_->loop());
+  timer();
   // The latency is a lower bound: libuv times timers from the loop's cached clock, which is truncated to
   // whole milliseconds and may be stale by the callbacks run since the poll. Refresh it, and add the lost
   // millisecond.
@@ -276,31 +355,45 @@ void Connection::start_sending() {
   phase_ = Phase::kSending;
   head_.clear();
   append_head(response_, minor_version_, keep_alive_, head_);
-  head_queued_ = false;
-  body_pos_ = response_.body == Response::Body::kGenerated ? response_.offset : 0;
-  body_left_ = head_only_ ? 0 : response_.body_size();
+  head_pos_ = 0;
+  body_.start(response_, head_only_ || response_.body == Response::Body::kNone);
+  cut_left_ = response_.cut_after;
+  trickle_left_ = response_.trickle_bytes;
+  if (response_.trickle_bytes > 0 && !body_.done()) {
+    // A fresh allowance per interval, not an accumulating one: a client that stops reading does not earn a
+    // burst later.
+    const auto interval = static_cast<std::uint64_t>(response_.trickle_interval.count());
+    uv_update_time(server_->loop());  // time the intervals from now, not from the start of this loop turn
+    timer().start(interval, interval, [this] {
+      guarded("trickle", [this] {
+        trickle_left_ = response_.trickle_bytes;
+        pump();
+      });
+    });
+  }
   pump();
 }
 
-// Queues chunks while fewer than kMaxQueuedChunks are unwritten and the kernel takes them; continues from
-// on_written. Finishes the response once everything is written.
+// Queues chunks (head first, then body) while fewer than kMaxQueuedChunks are unwritten and the kernel takes
+// them, within the cut and trickle allowances; continues from on_written and the trickle timer. Ends the body
+// once everything due is written.
 void Connection::pump() {
-  while (!closing_ && queued_chunks_ < kMaxQueuedChunks && (!head_queued_ || body_left_ > 0)) {
-    const std::size_t head_size = head_queued_ ? 0 : head_.size();
-    const std::size_t body_room = head_size < kChunkSize ? kChunkSize - head_size : 0;
-    const auto body_size = static_cast<std::size_t>(std::min<std::uint64_t>(body_left_, body_room));
-    Chunk* chunk = Chunk::create(head_size + body_size);
-    std::memcpy(chunk->data(), head_.data(), head_size);
-    auto* body = chunk->data() + head_size;
-    if (response_.body == Response::Body::kGenerated) {
-      fill_body(response_.seed, body_pos_, std::as_writable_bytes(std::span(body, body_size)));
-    } else if (body_size > 0) {
-      std::memcpy(body, response_.text.data() + body_pos_, body_size);
-    }
+  const bool cutting = response_.cut != Response::Cut::kNone;
+  const bool trickling = response_.trickle_bytes > 0;
+  while (!closing_ && phase_ == Phase::kSending && queued_chunks_ < kMaxQueuedChunks) {
+    const std::size_t head_size = std::min(head_.size() - head_pos_, kChunkSize);
+    std::uint64_t body_room = std::min<std::uint64_t>(body_.size_bound(), kChunkSize - head_size);
+    if (cutting) body_room = std::min(body_room, cut_left_);
+    if (trickling) body_room = std::min(body_room, trickle_left_);
+    if (head_size == 0 && body_room == 0) break;
+    Chunk* chunk = Chunk::create(head_size + static_cast<std::size_t>(body_room));
+    std::memcpy(chunk->data(), head_.data() + head_pos_, head_size);
+    head_pos_ += head_size;
+    const std::size_t body_size =
+        body_.read(std::span(chunk->data() + head_size, static_cast<std::size_t>(body_room)));
+    if (cutting) cut_left_ -= body_size;
+    if (trickling) trickle_left_ -= body_size;
     chunk->size = head_size + body_size;
-    head_queued_ = true;
-    body_pos_ += body_size;
-    body_left_ -= body_size;
 
     uv_buf_t buf = uv_buf_init(chunk->data(), static_cast<unsigned>(chunk->size));
     int rc = tcp_.write(std::span(&buf, 1),
@@ -314,9 +407,51 @@ void Connection::pump() {
     ++queued_chunks_;
     if (tcp_.write_queue_size() > 0) break;  // the kernel's buffer is full: continue when a write completes
   }
-  if (!closing_ && phase_ == Phase::kSending && head_queued_ && body_left_ == 0 && queued_chunks_ == 0) {
-    finish_response();
+  if (closing_ || phase_ != Phase::kSending || queued_chunks_ > 0 || head_pos_ < head_.size()) return;
+  if (body_.done() || (cutting && cut_left_ == 0)) end_body();
+}
+
+// Everything due is written: the response ends, or breaks off as its plan says.
+void Connection::end_body() {
+  if (timer_) timer_.stop();  // trickle
+  if (head_.capacity() > kMaxKeptHeadCapacity) std::string().swap(head_);
+  switch (response_.cut) {
+    case Response::Cut::kNone:
+      return finish_response();
+    case Response::Cut::kClose:
+      keep_alive_ = false;
+      return finish_response();
+    case Response::Cut::kStall:
+      if (peer_eof_) return close();
+      phase_ = Phase::kStalled;
+      pending_.clear();
+      pending_pos_ = 0;
+      return resume_reading();
+    case Response::Cut::kReset:
+      phase_ = Phase::kResetting;
+      reset_checks_ = 0;
+      pending_.clear();
+      pending_pos_ = 0;
+      return reset_when_delivered();
   }
+}
+
+// SIOCOUTQ counts the bytes sent but not yet acknowledged (tcp(7)); once it is 0 the client has them all, and
+// an abortive close (SO_LINGER with a zero timeout, socket(7)) sends RST instead of FIN.
+void Connection::reset_when_delivered() {
+  const int sock = fd();
+  int unacked = 0;
+  if (sock >= 0 && ::ioctl(sock, SIOCOUTQ, &unacked) == 0 && unacked > 0 &&
+      ++reset_checks_ < kResetDrainChecks) {
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(timer().get())))
+      timer_.start(1, 1, [this] { guarded("reset", [this] { reset_when_delivered(); }); });
+    return;
+  }
+  if (timer_) timer_.stop();
+  const linger abortive{.l_onoff = 1, .l_linger = 0};
+  if (sock < 0 || ::setsockopt(sock, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive) != 0)
+    spdlog::warn("origin: cannot arm the reset (SO_LINGER): {}", std::strerror(errno));
+  close();
 }
 
 void Connection::on_written(Chunk* chunk, int status) {
@@ -565,6 +700,13 @@ int OriginThread::stop() {
 }
 
 void OriginThread::run(OriginOptions options, std::promise<void>& started) {
+  // Writing to a connection the client closed raises SIGPIPE in the writing thread (libuv writes without
+  // MSG_NOSIGNAL). fetchd's main() ignores it process-wide, a test binary may not: blocked on this thread, it
+  // stays pending here and the write fails with EPIPE instead of killing the process.
+  sigset_t sigpipe;
+  sigemptyset(&sigpipe);
+  sigaddset(&sigpipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigpipe, nullptr);
   uv::Loop loop;
   std::unique_ptr<Origin> origin;
   uv::Async stop;

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // fetchd's embedded HTTP/1.1 origin server on loopback: deterministic bodies (/bytes/<n>?seed=<s>, with
-// Range), status codes (/status/<code>), injected latency (OriginOptions::latency, ?latency=<duration>).
+// Range), status codes (/status/<code>), injected latency (OriginOptions::latency, ?latency=<duration>), and
+// the fault modes of the fault suite (truncation, reset, stall, trickle, endless and broken framing, bad
+// Content-Length, huge heads, redirect loops, digests...; docs/origin.md lists every route and parameter).
 // `fetchd origin` runs it as a process for `fetchd bench`; tests run it in-process with OriginThread.
-// Keep-alive, pipelining, GET and HEAD; large bodies stream in bounded chunks with backpressure.
+// Keep-alive, pipelining, GET and HEAD; bodies are generated as they are sent, in bounded chunks with
+// backpressure, and every wait is a timer on the loop, so no connection holds up another.
 
 #include <uv.h>
 
@@ -53,7 +56,8 @@ class OriginCounters {
 
   // Any thread: blocks until `condition` holds for a snapshot, or `limit` passed (then false). Woken by every
   // counter change, so a test waits for the server's state instead of polling it.
-  bool wait_for(const std::function<bool(const OriginStats&)>& condition, std::chrono::milliseconds limit) const;
+  bool wait_for(const std::function<bool(const OriginStats&)>& condition,
+                std::chrono::milliseconds limit) const;
 
  private:
   void changed();  // wakes wait_for(); costs one fence and a load while nobody waits
@@ -72,7 +76,8 @@ class OriginCounters {
 
 // The server, on a loop the caller runs. Listens from construction (throws uv::Error when it cannot bind).
 // close() (or the destructor) stops listening and closes every connection; the handles' memory goes back in
-// the close callbacks, so the caller then runs the loop until it is empty. Thread: the loop's thread only,
+// the close callbacks, so the caller then runs the loop until it is empty. Writing to a client that is gone
+// raises SIGPIPE: the caller's process ignores it (fetchd's main() does). Thread: the loop's thread only,
 // except stats(), reset_max() and counters().
 class Origin {
  public:
@@ -97,8 +102,9 @@ class Origin {
 };
 
 // An Origin on its own thread and loop, for tests and tools. The constructor returns once the server listens
-// (and rethrows if it could not start); stop() or the destructor shut it down cleanly and join.
-// Thread: any one thread (the owner); the server itself runs on the internal thread.
+// (and rethrows if it could not start); stop() or the destructor shut it down cleanly and join. SIGPIPE is
+// blocked on the internal thread, so a test binary need not ignore it. Thread: any one thread (the owner);
+// the server itself runs on the internal thread.
 class OriginThread {
  public:
   explicit OriginThread(OriginOptions options = {});
@@ -109,7 +115,8 @@ class OriginThread {
   std::uint16_t port() const { return port_; }
   std::string url(std::string_view path) const;
   OriginStats stats() const { return counters_->snapshot(); }
-  bool wait_for(const std::function<bool(const OriginStats&)>& condition, std::chrono::milliseconds limit) const {
+  bool wait_for(const std::function<bool(const OriginStats&)>& condition,
+                std::chrono::milliseconds limit) const {
     return counters_->wait_for(condition, limit);
   }
   void reset_max() { counters_->reset_max(); }

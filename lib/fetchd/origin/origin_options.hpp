@@ -20,6 +20,11 @@ struct OriginOptions {
   // loop thread, concurrently with the test's own thread: it must be thread-safe (e.g. a mutex around a map),
   // fast and must not throw (an exception closes that connection).
   std::function<void(std::string_view target)> on_request;
+  // Optional: maps a request target to the one answered instead (on_request still sees the original), so a
+  // test can change what one URL serves between attempts: a fault first and the healthy body after, or
+  // another seed for "the content changed". The same rules as on_request apply (loop thread, thread-safe,
+  // fast, must not throw).
+  std::function<std::string(std::string_view target)> rewrite;
 };
 
 }  // namespace fetchd::origin
