@@ -26,6 +26,7 @@ class FakeFileSystem : public FileSystem {
   int fsync_dir_errno = 0;                    // fsync of a directory fails
   int mkdir_errno = 0;                        // every mkdir fails
   bool rename_noreplace_unsupported = false;  // RENAME_NOREPLACE gives EINVAL (old NFS, some FUSE)
+  bool xattr_unsupported = false;             // every xattr call gives ENOTSUP (no resume records)
 
   // What happened.
   std::vector<int> open_flags;
@@ -89,6 +90,22 @@ class FakeFileSystem : public FileSystem {
 
   int stat_at(int dirfd, const char* path, struct stat* st, int flags) override {
     return real_.stat_at(dirfd, path, st, flags);
+  }
+
+  ssize_t read(int fd, void* data, std::size_t size) override { return real_.read(fd, data, size); }
+  int truncate(int fd) override { return real_.truncate(fd); }
+  int fstat(int fd, struct stat* st) override { return real_.fstat(fd, st); }
+  int set_xattr(int fd, const char* name, const void* value, std::size_t size) override {
+    if (xattr_unsupported) return -ENOTSUP;
+    return real_.set_xattr(fd, name, value, size);
+  }
+  ssize_t get_xattr(int fd, const char* name, void* value, std::size_t size) override {
+    if (xattr_unsupported) return -ENOTSUP;
+    return real_.get_xattr(fd, name, value, size);
+  }
+  int remove_xattr(int fd, const char* name) override {
+    if (xattr_unsupported) return -ENOTSUP;
+    return real_.remove_xattr(fd, name);
   }
 
  private:

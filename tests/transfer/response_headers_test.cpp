@@ -111,5 +111,51 @@ TEST(ResponseHeaders, MalformedContentLengthStopsTheTransfer) {
   EXPECT_NE(junk.error.find("invalid"), std::string::npos);
 }
 
+
+TEST(ContentRange, ParsesSatisfiedAndUnsatisfied) {
+  auto r = parse_content_range("bytes 100-199/1000");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->satisfied);
+  EXPECT_EQ(r->first, 100u);
+  EXPECT_EQ(r->last, 199u);
+  EXPECT_EQ(r->total, std::optional<std::uint64_t>(1000));
+  r = parse_content_range("bytes 0-9/*");
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->total);
+  r = parse_content_range("bytes */1000");
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->satisfied);
+  EXPECT_EQ(r->total, std::optional<std::uint64_t>(1000));
+  for (const char* bad : {"bytes 5-4/10", "bytes 0-10/10", "bytes */*", "items 0-1/2", "bytes 0-1", "bytes a-b/3",
+                          "bytes 0-99999999999999999999999/1"}) {
+    EXPECT_FALSE(parse_content_range(bad)) << bad;
+  }
+}
+
+TEST(Digest, Sha256MemberOfAStructuredDictionary) {
+  // sha-256 of "hello world", base64
+  const std::string hex = "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9";
+  EXPECT_EQ(parse_digest_sha256("sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=:"), hex);
+  EXPECT_EQ(parse_digest_sha256("sha-512=:AAAA:, SHA-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=:"), hex);
+  EXPECT_EQ(parse_digest_sha256("sha-512=:AAAA:"), std::string());  // no sha-256 member: nothing to check
+  EXPECT_FALSE(parse_digest_sha256("sha-256=uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek="));  // not a byte sequence
+  EXPECT_FALSE(parse_digest_sha256("sha-256=:short:"));
+}
+
+TEST(ResponseHeaders, KeepsRangeAndDigestsAndRejectsBadOnes) {
+  ResponseHeaders h;
+  ASSERT_TRUE(h.on_line("HTTP/1.1 206 Partial Content\r\n", kNow));
+  ASSERT_TRUE(h.on_line("Content-Range: bytes 10-19/20\r\n", kNow));
+  ASSERT_TRUE(h.on_line("Repr-Digest: sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=:\r\n", kNow));
+  ASSERT_TRUE(h.content_range);
+  EXPECT_EQ(h.content_range->first, 10u);
+  EXPECT_EQ(h.repr_digest_sha256.size(), 64u);
+  EXPECT_TRUE(h.content_digest_sha256.empty());
+  ResponseHeaders bad;
+  ASSERT_TRUE(bad.on_line("HTTP/1.1 206 Partial Content\r\n", kNow));
+  EXPECT_FALSE(bad.on_line("Content-Range: bytes 19-10/20\r\n", kNow));
+  EXPECT_EQ(bad.error, "invalid Content-Range");
+}
+
 }  // namespace
 }  // namespace fetchd::transfer

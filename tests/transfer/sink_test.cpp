@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/xattr.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -298,6 +299,101 @@ TEST_F(SinkTest, DirectoryCreationFailureNamesTheDirectory) {
   EXPECT_EQ(sink.error_code(), EACCES);
   EXPECT_NE(sink.error().find("Permission denied"), std::string::npos) << sink.error();
   EXPECT_NE(sink.error().find(path("sub")), std::string::npos) << sink.error();
+}
+
+
+// The resume record: a later Sink for the same identity keeps the bytes and hashes them again, so the final
+// hash covers the whole file; any other identity, a missing record or a file system without xattrs starts over.
+TEST_F(SinkTest, ResumeKeepsBytesOnlyForTheSameIdentityAndValidator) {
+  const std::string dest = path("r.bin");
+  {
+    Sink sink(dest);
+    ASSERT_TRUE(sink.open("id-1"));
+    EXPECT_EQ(sink.resumed_from(), 0u);
+    ASSERT_TRUE(write_str(sink, "hello "));
+    ASSERT_TRUE(sink.record_resume("\"etag-1\"", 11));
+    EXPECT_TRUE(sink.resumable());
+    sink.keep();
+  }
+  {
+    Sink sink(dest);
+    ASSERT_TRUE(sink.open("id-1"));
+    EXPECT_EQ(sink.resumed_from(), 6u);
+    EXPECT_EQ(sink.resume_validator(), "\"etag-1\"");
+    EXPECT_EQ(sink.resume_total(), std::optional<std::uint64_t>(11));
+    ASSERT_TRUE(write_str(sink, "world"));
+    EXPECT_EQ(sink.bytes(), 11u);
+    // sha256("hello world")
+    EXPECT_EQ(sink.sha256_hex(), "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+    sink.keep();
+  }
+  {
+    Sink other(dest);
+    ASSERT_TRUE(other.open("id-2"));  // another URL now writes this dest: never spliced
+    EXPECT_EQ(other.resumed_from(), 0u);
+    EXPECT_EQ(other.bytes(), 0u);
+    ASSERT_TRUE(other.commit({.fsync = false}));
+  }
+  EXPECT_EQ(read_file(dest), "");
+}
+
+TEST_F(SinkTest, RestartTruncatesAndForgetsTheRecord) {
+  const std::string dest = path("t.bin");
+  {
+    Sink sink(dest);
+    ASSERT_TRUE(sink.open("id"));
+    ASSERT_TRUE(write_str(sink, "stale bytes"));
+    ASSERT_TRUE(sink.record_resume("Wed, 21 Oct 2015 07:28:00 GMT", std::nullopt));
+    sink.keep();
+  }
+  Sink sink(dest);
+  ASSERT_TRUE(sink.open("id"));
+  EXPECT_EQ(sink.resumed_from(), 11u);
+  ASSERT_TRUE(sink.restart());
+  EXPECT_EQ(sink.resumed_from(), 0u);
+  ASSERT_TRUE(write_str(sink, "new"));
+  ASSERT_TRUE(sink.commit({.fsync = false}));
+  EXPECT_EQ(read_file(dest), "new");
+  char buf[8];
+  EXPECT_LT(::getxattr(dest.c_str(), "user.fetchd.resume", buf, sizeof buf), 0);  // the published file has none
+}
+
+TEST_F(SinkTest, NoValidatorOrNoXattrsMeansNoResume) {
+  const std::string dest = path("n.bin");
+  {
+    Sink sink(dest);
+    ASSERT_TRUE(sink.open("id"));
+    ASSERT_TRUE(write_str(sink, "abc"));
+    EXPECT_FALSE(sink.record_resume("", 3));  // weak ETag only: nothing to put in If-Range
+    EXPECT_FALSE(sink.resumable());
+    sink.keep();
+  }
+  {
+    Sink sink(dest);
+    ASSERT_TRUE(sink.open("id"));
+    EXPECT_EQ(sink.resumed_from(), 0u);
+    ASSERT_TRUE(write_str(sink, "abc"));
+    testutil::FakeFileSystem none;
+    none.xattr_unsupported = true;
+    sink.keep();
+    Sink fresh(dest, none);
+    ASSERT_TRUE(fresh.open("id"));
+    EXPECT_FALSE(fresh.record_resume("\"e\"", 3));
+    EXPECT_EQ(fresh.resumed_from(), 0u);
+    fresh.discard();
+  }
+}
+
+TEST_F(SinkTest, Sha512WhenAsked) {
+  Sink sink(path("s.bin"), posix_file_system(), /*sha512=*/true);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "abc"));
+  EXPECT_EQ(sink.sha512_hex(),
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd"
+            "454d4423643ce80e2a9ac94fa54ca49f");
+  sink.discard();
+  Sink plain(path("p.bin"));
+  EXPECT_EQ(plain.sha512_hex(), "");
 }
 
 }  // namespace

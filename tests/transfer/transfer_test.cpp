@@ -3,7 +3,9 @@
 #include "fetchd/transfer/transfer.hpp"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 
 #include <chrono>
 #include <ctime>
@@ -487,6 +489,32 @@ TEST_F(TransferTest, ReceiveBufferIsLargeOnlyForTheFirstTransfers) {
   EXPECT_EQ(next.receive_buffer(), kLargeReceiveBuffer);
   next.publish(next.finish(CURLE_ABORTED_BY_CALLBACK));
   for (auto& t : held) t->publish(t->finish(CURLE_ABORTED_BY_CALLBACK));
+}
+
+
+TEST(DeniedAddress, PrivateRangesAreDeniedPublicOnesAreNot) {
+  auto v4 = [](const char* text) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    EXPECT_EQ(inet_pton(AF_INET, text, &a.sin_addr), 1) << text;
+    return is_denied_address(reinterpret_cast<const sockaddr*>(&a));
+  };
+  auto v6 = [](const char* text) {
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    EXPECT_EQ(inet_pton(AF_INET6, text, &a.sin6_addr), 1) << text;
+    return is_denied_address(reinterpret_cast<const sockaddr*>(&a));
+  };
+  for (const char* a : {"127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
+                        "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255"}) {
+    EXPECT_TRUE(v4(a)) << a;
+  }
+  for (const char* a : {"8.8.8.8", "172.32.0.1", "93.184.216.34", "100.128.0.1"}) EXPECT_FALSE(v4(a)) << a;
+  for (const char* a : {"::1", "::", "fe80::1", "fd00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+                        "64:ff9b::a9fe:a9fe"}) {
+    EXPECT_TRUE(v6(a)) << a;
+  }
+  for (const char* a : {"2001:4860:4860::8888", "::ffff:8.8.8.8"}) EXPECT_FALSE(v6(a)) << a;
 }
 
 }  // namespace

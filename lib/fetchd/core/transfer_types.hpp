@@ -21,6 +21,32 @@ std::string_view to_string(OnExists v);
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+// Which failures are tried again (docs/configuration.md, retry_on). A failure the transfer itself calls
+// permanent (a 4xx not listed, a checksum mismatch of a complete body, a refused redirect) never is.
+struct RetryOn {
+  bool connect = true;  // name resolution and connection failures
+  bool timeout = true;  // connect, low-speed and total timeouts
+  bool partial = true;  // bodies cut short: closed or reset connections, HTTP/2 stream errors
+  bool tls = false;     // TLS handshake and verification failures
+  std::vector<int> statuses{408, 425, 429, 500, 502, 503, 504};  // sorted
+
+  bool operator==(const RetryOn&) const = default;
+};
+
+enum class Jitter { kFull, kNone };
+
+struct RetryPolicy {
+  int retries = 3;  // attempts after the first
+  std::chrono::milliseconds initial{std::chrono::seconds(1)};
+  std::chrono::milliseconds max{std::chrono::minutes(5)};
+  double multiplier = 2.0;
+  Jitter jitter = Jitter::kFull;
+  std::chrono::milliseconds retry_after_max{std::chrono::hours(1)};
+  RetryOn retry_on;
+
+  bool operator==(const RetryPolicy&) const = default;
+};
+
 // Per-transfer knobs; the config's `defaults:` merged with the job's own keys.
 struct TransferOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
@@ -30,6 +56,12 @@ struct TransferOptions {
   int max_redirects = 10;
   std::string user_agent;
   Headers headers;  // values may be secrets: never log them
+  std::uint64_t max_size = 0;  // body bytes; 0 = unlimited
+  std::uint64_t rate = 0;      // this transfer's receive limit in bytes/s; 0 = none
+  std::string ca_file;         // CA bundle replacing the system one; "" = system default
+  std::string ca_path;         // directory of hashed CA certificates; "" = system default
+  bool deny_private_addresses = false;  // refuse to connect to loopback/private/link-local addresses
+  RetryPolicy retry;  // the scheduler's business; not sent to worker processes
 };
 
 struct TransferRequest {
@@ -37,6 +69,7 @@ struct TransferRequest {
   std::string url;
   std::string dest;  // absolute, already confined to the output directory
   std::optional<std::string> sha256;  // lowercase hex
+  std::optional<std::string> sha512;  // lowercase hex
   std::optional<std::uint64_t> expected_size;
   OnExists on_exists = OnExists::kSkip;
   bool fsync = true;
@@ -74,9 +107,10 @@ struct TransferResult {
   std::string message;    // human-readable reason; never contains secrets
   std::uint64_t bytes = 0;    // body bytes received in this attempt
   bool skipped = false;       // success without download (on_exists=skip and dest exists)
-  bool retryable = false;     // the scheduler may try again
+  bool retryable = false;     // transient: the scheduler may try again if its retry_on allows
   std::optional<std::chrono::seconds> retry_after;  // from a Retry-After header
   std::string sha256;         // of the published file, lowercase hex, when known
+  std::uint64_t resumed_from = 0;  // bytes kept from an earlier attempt's .part (Range request)
 
   bool ok() const { return category == ErrorCategory::kNone; }
 };

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/curl/curl.hpp"
 
+#include <cctype>
+#include <cstdlib>
+
 #include <fmt/format.h>
 
 namespace fetchd::curl {
@@ -93,9 +96,71 @@ std::optional<ParsedUrl> parse_url(std::string_view url, std::string* error) {
     return std::nullopt;
   }
   if (!get(CURLUPART_PATH, CURLU_URLDECODE, out.path) || out.path.empty()) out.path = "/";
+  std::string port;
+  if (get(CURLUPART_PORT, CURLU_DEFAULT_PORT, port)) out.port = std::strtol(port.c_str(), nullptr, 10);
   std::string tmp;
   out.has_userinfo = get(CURLUPART_USER, 0, tmp) || get(CURLUPART_PASSWORD, 0, tmp);
   return out;
+}
+
+std::string origin_of(std::string_view url) {
+  auto parsed = parse_url(url, nullptr);
+  if (!parsed) return std::string(url);
+  std::string host = parsed->host;
+  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return fmt::format("{}://{}:{}", parsed->scheme, host, parsed->port);
+}
+
+namespace {
+
+std::vector<std::string>& redacted_names() {
+  static std::vector<std::string> names{"*"};
+  return names;
+}
+
+// Glob with '*' only, case-insensitive.
+bool name_matches(std::string_view pattern, std::string_view name) {
+  if (pattern.empty()) return name.empty();
+  if (pattern.front() == '*') {
+    for (std::size_t skip = 0; skip <= name.size(); ++skip) {
+      if (name_matches(pattern.substr(1), name.substr(skip))) return true;
+    }
+    return false;
+  }
+  return !name.empty() &&
+         std::tolower(static_cast<unsigned char>(pattern.front())) ==
+             std::tolower(static_cast<unsigned char>(name.front())) &&
+         name_matches(pattern.substr(1), name.substr(1));
+}
+
+bool secret_param(std::string_view name) {
+  for (const auto& p : redacted_names()) {
+    if (name_matches(p, name)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void set_redacted_query(const std::vector<std::string>& names) {
+  redacted_names() = names;
+  std::string joined;
+  for (const auto& n : names) joined += (joined.empty() ? "" : ",") + n;
+  ::setenv("FETCHD_REDACT_QUERY", joined.c_str(), 1);
+}
+
+void redacted_query_from_env() {
+  const char* env = std::getenv("FETCHD_REDACT_QUERY");
+  if (env == nullptr) return;  // the default: every value
+  std::vector<std::string> names;
+  std::string_view rest(env);
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    if (comma != 0) names.emplace_back(rest.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  redacted_names() = std::move(names);
 }
 
 std::string redact_url(std::string_view url) {
@@ -109,11 +174,32 @@ std::string redact_url(std::string_view url) {
     if (at != std::string::npos && at >= auth_start) s.erase(auth_start, at + 1 - auth_start);
   }
   auto q = s.find('?');
-  if (q != std::string::npos) {
-    auto frag = s.find('#', q);
-    s.replace(q, (frag == std::string::npos ? s.size() : frag) - q, "?…");
+  if (q == std::string::npos) return s;
+  auto frag = s.find('#', q);
+  const std::string_view query = std::string_view(s).substr(q + 1, (frag == std::string::npos ? s.size() : frag) - q - 1);
+  std::string out = s.substr(0, q + 1);
+  std::string_view rest = query;
+  bool first = true;
+  while (true) {
+    auto amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    auto eq = pair.find('=');
+    std::string_view name = pair.substr(0, eq);
+    if (!first) out += '&';
+    first = false;
+    // A parameter without '=' may itself be a token ("?abcdef"): redacted whenever anything is.
+    if (eq == std::string_view::npos) {
+      out += (pair.empty() || !secret_param(pair)) ? std::string(pair) : std::string("…");
+    } else {
+      out += name;
+      out += '=';
+      out += secret_param(name) ? std::string_view("…") : pair.substr(eq + 1);
+    }
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
   }
-  return s;
+  if (frag != std::string::npos) out += s.substr(frag);
+  return out;
 }
 
 std::string describe(CURLcode rc) { return fmt::format("{} ({})", curl_easy_strerror(rc), static_cast<int>(rc)); }

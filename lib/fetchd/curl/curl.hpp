@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace fetchd::curl {
 
@@ -95,12 +96,26 @@ struct ParsedUrl {
   std::string scheme;
   std::string host;
   std::string path;        // decoded path, "/" when empty
+  long port = 0;           // the explicit port, else the scheme's default
   bool has_userinfo = false;
 };
 std::optional<ParsedUrl> parse_url(std::string_view url, std::string* error);
 
-// The URL with userinfo removed and the query replaced by "?…", safe for logs.
+// "scheme://host:port" (lowercase, default port filled in): the origin whose connections per-host limits
+// count. The URL itself when it cannot be parsed.
+std::string origin_of(std::string_view url);
+
+// The URL with userinfo removed and the values of secret query parameters replaced by "…", safe for logs
+// and socket answers: "https://h/a?sig=…&part=2". Which parameters are secret is process-wide (config
+// security.redact_query): names compared case-insensitively, '*' matching any run of characters; the
+// default "*" hides every value.
 std::string redact_url(std::string_view url);
+
+// Sets the secret query parameter names (call once at start-up, before threads start). Also exported as
+// FETCHD_REDACT_QUERY (comma-separated) so that worker processes inherit it; redacted_query_from_env()
+// reads it back there.
+void set_redacted_query(const std::vector<std::string>& names);
+void redacted_query_from_env();
 
 std::string describe(CURLcode rc);   // "Couldn't connect to server (7)"
 std::string describe(CURLMcode rc);

@@ -34,6 +34,16 @@ class FileSystem {
   virtual int unlink_at(int dirfd, const char* path, int flags) = 0;
   virtual int mkdir_at(int dirfd, const char* path, mode_t mode) = 0;
   virtual int stat_at(int dirfd, const char* path, struct stat* st, int flags) = 0;
+  // Bytes read at the current offset (0 at the end), or -errno.
+  virtual ssize_t read(int fd, void* data, std::size_t size) = 0;
+  // ftruncate(fd, 0) and lseek(fd, 0, SEEK_SET): 0 or -errno.
+  virtual int truncate(int fd) = 0;
+  virtual int fstat(int fd, struct stat* st) = 0;
+  // Extended attributes of an open file (fsetxattr, fgetxattr, fremovexattr). get_xattr returns the value's
+  // length (at most size bytes are stored) or -errno (-ENODATA: not set; -ENOTSUP: the file system has none).
+  virtual int set_xattr(int fd, const char* name, const void* value, std::size_t size) = 0;
+  virtual ssize_t get_xattr(int fd, const char* name, void* value, std::size_t size) = 0;
+  virtual int remove_xattr(int fd, const char* name) = 0;
 };
 
 // The real thing: direct system calls.
@@ -49,6 +59,12 @@ class PosixFileSystem : public FileSystem {
   int unlink_at(int dirfd, const char* path, int flags) override;
   int mkdir_at(int dirfd, const char* path, mode_t mode) override;
   int stat_at(int dirfd, const char* path, struct stat* st, int flags) override;
+  ssize_t read(int fd, void* data, std::size_t size) override;
+  int truncate(int fd) override;
+  int fstat(int fd, struct stat* st) override;
+  int set_xattr(int fd, const char* name, const void* value, std::size_t size) override;
+  ssize_t get_xattr(int fd, const char* name, void* value, std::size_t size) override;
+  int remove_xattr(int fd, const char* name) override;
 };
 
 // The process-wide PosixFileSystem (stateless, so sharing it is free).

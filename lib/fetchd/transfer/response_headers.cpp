@@ -2,6 +2,8 @@
 #include "fetchd/transfer/response_headers.hpp"
 
 #include <curl/curl.h>
+#include <fmt/format.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
@@ -93,6 +95,69 @@ std::optional<std::uint64_t> parse_content_length(std::string_view value) {
   }
 }
 
+std::optional<ContentRange> parse_content_range(std::string_view value) {
+  value = trim(value);
+  if (value.size() < 6 || !iequals(value.substr(0, 6), "bytes ")) return std::nullopt;
+  value = trim(value.substr(6));
+  auto slash = value.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  auto number = [](std::string_view s) -> std::optional<std::uint64_t> {
+    std::uint64_t n = 0;
+    if (!all_digits(s)) return std::nullopt;
+    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (ec != std::errc()) return std::nullopt;
+    return n;
+  };
+  ContentRange out;
+  std::string_view range = value.substr(0, slash);
+  std::string_view total = value.substr(slash + 1);
+  if (total != "*") {
+    out.total = number(total);
+    if (!out.total) return std::nullopt;
+  }
+  if (range == "*") {
+    if (!out.total) return std::nullopt;
+    out.satisfied = false;
+    return out;
+  }
+  auto dash = range.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  auto first = number(range.substr(0, dash));
+  auto last = number(range.substr(dash + 1));
+  if (!first || !last || *last < *first || (out.total && *last >= *out.total)) return std::nullopt;
+  out.first = *first;
+  out.last = *last;
+  return out;
+}
+
+std::optional<std::string> parse_digest_sha256(std::string_view value) {
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    std::string_view member = trim(value.substr(0, comma));
+    value = comma == std::string_view::npos ? std::string_view{} : value.substr(comma + 1);
+    auto eq = member.find('=');
+    if (eq == std::string_view::npos || !iequals(trim(member.substr(0, eq)), "sha-256")) continue;
+    std::string_view b64 = trim(member.substr(eq + 1));
+    // A byte sequence (RFC 8941 3.3.5): ":" base64 ":". sha-256 is 32 bytes: 44 base64 characters.
+    if (b64.size() != 46 || b64.front() != ':' || b64.back() != ':') return std::nullopt;
+    b64 = b64.substr(1, 44);
+    unsigned char raw[34];  // EVP_DecodeBlock writes 3 bytes per 4 characters, padding included
+    std::string in(b64);
+    if (EVP_DecodeBlock(raw, reinterpret_cast<const unsigned char*>(in.data()), 44) != 33 || in[43] != '=' ||
+        in[42] == '=') {
+      return std::nullopt;
+    }
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (int i = 0; i < 32; ++i) {
+      hex.push_back(kHex[raw[i] >> 4]);
+      hex.push_back(kHex[raw[i] & 15]);
+    }
+    return hex;
+  }
+  return std::string();
+}
+
 bool ResponseHeaders::on_line(std::string_view line, std::time_t now) {
   if (auto status_line = parse_status_line(line)) {
     *this = ResponseHeaders{};
@@ -131,6 +196,19 @@ bool ResponseHeaders::on_line(std::string_view line, std::time_t now) {
     last_modified = std::string(value);
   } else if (iequals(name, "Location")) {
     location = std::string(value);
+  } else if (iequals(name, "Content-Range")) {
+    content_range = parse_content_range(value);
+    if (!content_range) {
+      error = "invalid Content-Range";
+      return false;
+    }
+  } else if (iequals(name, "Content-Digest") || iequals(name, "Repr-Digest")) {
+    auto hex = parse_digest_sha256(value);
+    if (!hex) {
+      error = fmt::format("invalid sha-256 member in {}", name);
+      return false;
+    }
+    (iequals(name, "Content-Digest") ? content_digest_sha256 : repr_digest_sha256) = std::move(*hex);
   }
   return true;
 }

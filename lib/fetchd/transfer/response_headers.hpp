@@ -14,6 +14,20 @@
 
 namespace fetchd::transfer {
 
+// Content-Range (RFC 9110 14.4): "bytes first-last/total" (total may be "*"), or "bytes */total" on a 416.
+struct ContentRange {
+  bool satisfied = true;  // false for "bytes */total"
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::optional<std::uint64_t> total;
+};
+std::optional<ContentRange> parse_content_range(std::string_view value);
+
+// The sha-256 member of a Content-Digest or Repr-Digest field (RFC 9530: a structured-field dictionary,
+// "sha-256=:<base64>:, sha-512=:...:"), as lowercase hex. "" when the field has no sha-256 member; nullopt
+// when that member is malformed.
+std::optional<std::string> parse_digest_sha256(std::string_view value);
+
 struct ResponseHeaders {
   long status = 0;  // 0 until a status line was seen
   std::string reason;
@@ -23,6 +37,9 @@ struct ResponseHeaders {
   std::string etag;           // kept for resume (If-Range)
   std::string last_modified;  // kept for resume (If-Range)
   std::string location;
+  std::optional<ContentRange> content_range;
+  std::string content_digest_sha256;  // RFC 9530 Content-Digest: of this response's content (lowercase hex)
+  std::string repr_digest_sha256;     // RFC 9530 Repr-Digest: of the whole representation (lowercase hex)
   bool complete = false;  // the blank line ending the header block was seen
   std::string error;      // a malformed header that must stop the transfer
 

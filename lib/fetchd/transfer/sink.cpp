@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstdio>
 #include <new>
@@ -20,6 +21,28 @@ namespace {
 
 constexpr mode_t kFileMode = 0644;
 constexpr mode_t kDirMode = 0755;
+// The resume record on a .part: "fetchd-resume 1\n<identity>\n<validator>\n<total or ->\n".
+constexpr const char* kResumeXattr = "user.fetchd.resume";
+constexpr std::string_view kResumeMagic = "fetchd-resume 1";
+constexpr std::size_t kMaxResumeRecord = 4096;
+
+std::string hex_digest(const EVP_MD_CTX* md) {
+  if (md == nullptr) return {};
+  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> copy(EVP_MD_CTX_new());
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!copy || EVP_MD_CTX_copy_ex(copy.get(), md) != 1 || EVP_DigestFinal_ex(copy.get(), digest, &len) != 1) {
+    return {};
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * len);
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 0xf]);
+  }
+  return out;
+}
 
 std::string errno_text(int err) {
   return std::generic_category().message(err);
@@ -58,13 +81,24 @@ void EvpMdCtxDeleter::operator()(EVP_MD_CTX* ctx) const {
   EVP_MD_CTX_free(ctx);
 }
 
-Sink::Sink(std::string dest, FileSystem& fs)
+Sink::Sink(std::string dest, FileSystem& fs, bool sha512)
     : fs_(fs),
       dest_(std::move(dest)),
       part_(part_path_for(dest_)),
       dir_(parent_of(dest_)),
-      md_(EVP_MD_CTX_new()) {
-  if (!md_ || EVP_DigestInit_ex(md_.get(), EVP_sha256(), nullptr) != 1) throw std::bad_alloc();
+      md_(EVP_MD_CTX_new()),
+      md512_(sha512 ? EVP_MD_CTX_new() : nullptr) {
+  if (!md_ || (sha512 && !md512_) || !reset_digests()) throw std::bad_alloc();
+}
+
+bool Sink::reset_digests() {
+  if (EVP_DigestInit_ex(md_.get(), EVP_sha256(), nullptr) != 1) return false;
+  return !md512_ || EVP_DigestInit_ex(md512_.get(), EVP_sha512(), nullptr) == 1;
+}
+
+bool Sink::hash(const void* data, std::size_t size) {
+  if (EVP_DigestUpdate(md_.get(), data, size) != 1) return false;
+  return !md512_ || EVP_DigestUpdate(md512_.get(), data, size) == 1;
 }
 
 Sink::~Sink() = default;
@@ -98,9 +132,12 @@ int Sink::make_directories(const std::string& dir, std::string* failed_dir) {
   return rc;
 }
 
-bool Sink::open() {
+bool Sink::open(std::string_view identity) {
   if (state_ != State::kIdle) return fail(EBADF, fmt::format("open {}: sink already used", part_));
-  const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW;
+  // Without an identity nothing is resumed: truncate at once. With one, read and write (the kept bytes are
+  // hashed again) and decide after looking at the resume record.
+  const int flags = identity.empty() ? (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW)
+                                     : (O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW);
   auto open_part = [&] {
     int fd;
     do {
@@ -118,12 +155,97 @@ bool Sink::open() {
   if (fd < 0) return fail(-fd, fmt::format("open {}", part_));
   fd_ = FileDescriptor(fs_, fd);
   part_created_ = true;
-  // Resume (a later issue) would open without O_TRUNC and feed the existing bytes to the hash here.
-  if (EVP_DigestInit_ex(md_.get(), EVP_sha256(), nullptr) != 1)
-    return fail(0, "sha256: EVP_DigestInit_ex failed");
+  if (!reset_digests()) return fail(0, "sha256: EVP_DigestInit_ex failed");
   bytes_ = 0;
+  identity_ = std::string(identity);
+  if (!identity_.empty() && !load_resume(identity_)) return false;
   state_ = State::kOpen;
   return true;
+}
+
+bool Sink::load_resume(std::string_view identity) {
+  std::string record(kMaxResumeRecord, '\0');
+  ssize_t n = fs_.get_xattr(fd_.get(), kResumeXattr, record.data(), record.size());
+  bool keep = false;
+  if (n > 0) {
+    record.resize(static_cast<std::size_t>(n));
+    // magic, identity, validator, total
+    std::vector<std::string_view> fields;
+    std::string_view rest = record;
+    while (!rest.empty() && fields.size() < 5) {
+      auto nl = rest.find('\n');
+      if (nl == std::string_view::npos) break;
+      fields.push_back(rest.substr(0, nl));
+      rest.remove_prefix(nl + 1);
+    }
+    struct stat st {};
+    if (fields.size() == 4 && rest.empty() && fields[0] == kResumeMagic && fields[1] == identity &&
+        !fields[2].empty() && fs_.fstat(fd_.get(), &st) == 0 && st.st_size > 0) {
+      std::optional<std::uint64_t> total;
+      if (fields[3] != "-") {
+        std::uint64_t t = 0;
+        auto [ptr, ec] = std::from_chars(fields[3].data(), fields[3].data() + fields[3].size(), t);
+        if (ec == std::errc() && ptr == fields[3].data() + fields[3].size()) total = t;
+      }
+      const auto size = static_cast<std::uint64_t>(st.st_size);
+      if (!total || size <= *total) {
+        keep = true;
+        resume_validator_ = std::string(fields[2]);
+        resume_total_ = total;
+      }
+    }
+  }
+  if (!keep) {
+    if (int rc = fs_.truncate(fd_.get()); rc < 0) return fail(-rc, fmt::format("truncate {}", part_));
+    if (n > 0) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
+    return true;
+  }
+  // Read the kept bytes back into the hash; the file offset ends at their end, where write() continues.
+  std::vector<char> buffer(64 * 1024);
+  while (true) {
+    ssize_t got = fs_.read(fd_.get(), buffer.data(), buffer.size());
+    if (got == -EINTR) continue;
+    if (got < 0) return fail(static_cast<int>(-got), fmt::format("read {}", part_));
+    if (got == 0) break;
+    if (!hash(buffer.data(), static_cast<std::size_t>(got))) return fail(0, "sha256: EVP_DigestUpdate failed");
+    bytes_ += static_cast<std::uint64_t>(got);
+  }
+  resumed_from_ = bytes_;
+  has_record_ = true;
+  return true;
+}
+
+bool Sink::record_resume(const std::string& validator, std::optional<std::uint64_t> total) {
+  if (state_ != State::kOpen || identity_.empty()) return false;
+  if (validator.empty() || validator.find('\n') != std::string::npos) {
+    if (has_record_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
+    has_record_ = false;
+    return false;
+  }
+  const std::string record = fmt::format("{}\n{}\n{}\n{}\n", kResumeMagic, identity_, validator,
+                                         total ? std::to_string(*total) : std::string("-"));
+  if (record.size() > kMaxResumeRecord) return has_record_ = false;
+  has_record_ = fs_.set_xattr(fd_.get(), kResumeXattr, record.data(), record.size()) == 0;
+  return has_record_;
+}
+
+bool Sink::restart() {
+  if (state_ != State::kOpen) return state_ == State::kFailed ? false : fail(EBADF, "restart: not open");
+  if (int rc = fs_.truncate(fd_.get()); rc < 0) return fail(-rc, fmt::format("truncate {}", part_));
+  if (has_record_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
+  has_record_ = false;
+  resumed_from_ = 0;
+  resume_validator_.clear();
+  resume_total_.reset();
+  bytes_ = 0;
+  if (!reset_digests()) return fail(0, "sha256: EVP_DigestInit_ex failed");
+  return true;
+}
+
+void Sink::keep() {
+  if (state_ != State::kOpen && state_ != State::kFailed) return;
+  (void)fd_.close();
+  state_ = State::kKept;
 }
 
 bool Sink::write(const void* data, std::size_t size) {
@@ -140,7 +262,7 @@ bool Sink::write(const void* data, std::size_t size) {
     p += n;
     left -= static_cast<std::size_t>(n);
   }
-  if (EVP_DigestUpdate(md_.get(), data, size) != 1) return fail(0, "sha256: EVP_DigestUpdate failed");
+  if (!hash(data, size)) return fail(0, "sha256: EVP_DigestUpdate failed");
   bytes_ += size;
   return true;
 }
@@ -178,6 +300,9 @@ bool Sink::commit(CommitOptions options) {
   if (state_ != State::kOpen) {
     return state_ == State::kFailed ? false : fail(EBADF, fmt::format("commit {}: not open", part_));
   }
+  // The published file carries no resume record (it would only confuse a later download to the same name).
+  if (has_record_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
+  has_record_ = false;
   if (options.fsync) {
     int rc;
     do {
@@ -217,7 +342,8 @@ bool Sink::commit(CommitOptions options) {
 }
 
 bool Sink::discard() {
-  if (state_ == State::kCommitted || state_ == State::kDiscarded || !part_created_) return true;
+  if (state_ == State::kCommitted || state_ == State::kDiscarded || state_ == State::kKept || !part_created_)
+    return true;
   (void)fd_.close();
   state_ = State::kDiscarded;
   int rc = fs_.unlink_at(AT_FDCWD, part_.c_str(), 0);
@@ -229,21 +355,11 @@ bool Sink::discard() {
 }
 
 std::string Sink::sha256_hex() const {
-  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> copy(EVP_MD_CTX_new());
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!copy || EVP_MD_CTX_copy_ex(copy.get(), md_.get()) != 1 ||
-      EVP_DigestFinal_ex(copy.get(), digest, &len) != 1) {
-    return {};
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * len);
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 0xf]);
-  }
-  return out;
+  return hex_digest(md_.get());
+}
+
+std::string Sink::sha512_hex() const {
+  return hex_digest(md512_.get());
 }
 
 }  // namespace fetchd::transfer

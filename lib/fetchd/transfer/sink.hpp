@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// Where a transfer's body goes: <dest>.part, hashed with SHA-256 and counted as it is written, and published
-// under <dest> only by commit() (fsync, rename, directory fsync). The final name never exists unless commit()
-// succeeded. Thread: one thread at a time (the one driving the transfer).
+// Where a transfer's body goes: <dest>.part, hashed with SHA-256 (and SHA-512 when asked) and counted as it is
+// written, and published under <dest> only by commit() (fsync, rename, directory fsync). The final name never
+// exists unless commit() succeeded. A .part can carry a resume record (an extended attribute: whose download
+// it is and the validator the server sent), so that a later attempt, even after a crash, continues it with
+// Range/If-Range instead of starting over. Thread: one thread at a time (the one driving the transfer).
 
 #include <openssl/types.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -33,8 +37,8 @@ std::string part_path_for(const std::string& dest);
 
 class Sink {
  public:
-  // dest: the final path. Throws std::bad_alloc when OpenSSL cannot allocate the digest context.
-  explicit Sink(std::string dest, FileSystem& fs = posix_file_system());
+  // dest: the final path. Throws std::bad_alloc when OpenSSL cannot allocate the digest contexts.
+  explicit Sink(std::string dest, FileSystem& fs = posix_file_system(), bool sha512 = false);
   // Closes the .part but leaves it on disk: an interrupted transfer keeps it (a later attempt may resume it).
   ~Sink();
   Sink(const Sink&) = delete;
@@ -43,9 +47,32 @@ class Sink {
   const std::string& dest_path() const { return dest_; }
   const std::string& part_path() const { return part_; }
 
-  // Creates the missing parent directories (0755) and opens <dest>.part truncated, mode 0644, O_CLOEXEC and
-  // O_NOFOLLOW (a planted symlink is never written through). Resets the byte count and the hash.
-  [[nodiscard]] bool open();
+  // Creates the missing parent directories (0755) and opens <dest>.part, mode 0644, O_CLOEXEC and O_NOFOLLOW
+  // (a planted symlink is never written through). With a non-empty `identity` (what is downloaded: a hash of
+  // the URL) an existing .part whose resume record names the same identity keeps its bytes, which are read
+  // back into the hash: resumed_from() tells how many. Any other .part is truncated.
+  [[nodiscard]] bool open(std::string_view identity = {});
+
+  // Bytes kept from an earlier attempt by open(), and what the record said about them.
+  std::uint64_t resumed_from() const { return resumed_from_; }
+  const std::string& resume_validator() const { return resume_validator_; }
+  std::optional<std::uint64_t> resume_total() const { return resume_total_; }
+
+  // Writes the resume record: validator is a strong ETag or a Last-Modified date (If-Range material), total
+  // the size of the whole file when known. An empty validator removes the record (the .part cannot be
+  // resumed safely). Best effort: a file system without extended attributes just never resumes. Returns
+  // whether a record is in place.
+  bool record_resume(const std::string& validator, std::optional<std::uint64_t> total);
+  // Whether the .part holds bytes a later attempt may resume (a record was written and bytes are there).
+  bool resumable() const { return state_ == State::kOpen && has_record_ && bytes_ > 0; }
+
+  // Truncates the .part to zero bytes, drops its resume record and resets the count and the hash: the
+  // server sent the whole file instead of the rest of it.
+  [[nodiscard]] bool restart();
+
+  // Closes the .part and leaves it, with its resume record, for a later attempt. discard() afterwards is a
+  // no-op.
+  void keep();
 
   // Appends size bytes (short writes and EINTR are retried) and feeds them to the hash. The first failure
   // sticks: every later write() and commit() fails with it.
@@ -64,8 +91,10 @@ class Sink {
   bool is_open() const { return state_ == State::kOpen; }
   bool committed() const { return state_ == State::kCommitted; }
   std::uint64_t bytes() const { return bytes_; }
-  // Lowercase hex SHA-256 of the bytes written so far (the stream can go on afterwards).
+  // Lowercase hex SHA-256 (SHA-512: "" unless the constructor asked for it) of the bytes written so far (the
+  // stream can go on afterwards).
   std::string sha256_hex() const;
+  std::string sha512_hex() const;
 
   // The first failure: errno (0 when not an OS error) and a message naming the operation and the path, e.g.
   // "write /srv/a.bin.part: No space left on device".
@@ -73,8 +102,11 @@ class Sink {
   const std::string& error() const { return error_; }
 
  private:
-  enum class State { kIdle, kOpen, kFailed, kCommitted, kDiscarded };
+  enum class State { kIdle, kOpen, kFailed, kCommitted, kDiscarded, kKept };
 
+  bool reset_digests();
+  bool hash(const void* data, std::size_t size);
+  bool load_resume(std::string_view identity);
   bool fail(int err, std::string what);
   int make_directories(const std::string& dir, std::string* failed_dir);
   int rename_into_place(bool replace);
@@ -87,7 +119,13 @@ class Sink {
   std::vector<std::string> created_dirs_;  // by open(); their parents need an fsync too
   FileDescriptor fd_;
   std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md_;
+  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md512_;  // only when asked for
   std::uint64_t bytes_ = 0;
+  std::string identity_;
+  std::uint64_t resumed_from_ = 0;
+  std::string resume_validator_;
+  std::optional<std::uint64_t> resume_total_;
+  bool has_record_ = false;
   State state_ = State::kIdle;
   bool part_created_ = false;
   int error_code_ = 0;

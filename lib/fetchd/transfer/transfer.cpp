@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/transfer/transfer.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -72,10 +75,62 @@ std::string header_line(const std::string& name, const std::string& value) {
   return value.empty() ? name + ";" : fmt::format("{}: {}", name, value);
 }
 
+// What a .part's resume record says it holds: the SHA-256 of the URL (never the URL itself: it may carry a
+// token, and the record sits on the file).
+std::string resume_identity(const std::string& url) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(url.data(), url.size(), digest, &len, EVP_sha256(), nullptr) != 1) return {};
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) out += fmt::format("{:02x}", digest[i]);
+  return out;
+}
+
+bool in_v4(std::uint32_t a, std::uint32_t net, int bits) {
+  const std::uint32_t mask = bits == 0 ? 0 : ~std::uint32_t{0} << (32 - bits);
+  return (a & mask) == net;
+}
+
+bool denied_v4(std::uint32_t a) {  // host byte order
+  return in_v4(a, 0x00000000, 8) ||    // "this network"
+         in_v4(a, 0x0a000000, 8) ||    // 10/8
+         in_v4(a, 0x64400000, 10) ||   // 100.64/10 carrier-grade NAT
+         in_v4(a, 0x7f000000, 8) ||    // loopback
+         in_v4(a, 0xa9fe0000, 16) ||   // link-local (cloud metadata services live here)
+         in_v4(a, 0xac100000, 12) ||   // 172.16/12
+         in_v4(a, 0xc0000000, 24) ||   // IETF protocol assignments
+         in_v4(a, 0xc0a80000, 16) ||   // 192.168/16
+         in_v4(a, 0xc6120000, 15) ||   // 198.18/15 benchmarking
+         in_v4(a, 0xe0000000, 4) ||    // multicast
+         in_v4(a, 0xf0000000, 4);      // reserved, broadcast
+}
+
 // Transfers of this process holding a large receive buffer (atomic: thread-pool workers prepare at once).
 std::atomic<int> large_receive_buffers{0};
 
 }  // namespace
+
+bool is_denied_address(const struct sockaddr* address) {
+  if (address == nullptr) return true;
+  if (address->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(address);
+    return denied_v4(ntohl(in->sin_addr.s_addr));
+  }
+  if (address->sa_family != AF_INET6) return true;
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(address);
+  const unsigned char* b = in6->sin6_addr.s6_addr;
+  auto v4_at = [&](int i) {
+    return (std::uint32_t{b[i]} << 24) | (std::uint32_t{b[i + 1]} << 16) | (std::uint32_t{b[i + 2]} << 8) | b[i + 3];
+  };
+  static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  static constexpr unsigned char kNat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+  if (std::equal(kMapped, kMapped + 12, b) || std::equal(kNat64, kNat64 + 12, b)) return denied_v4(v4_at(12));
+  if (std::all_of(b, b + 15, [](unsigned char c) { return c == 0; }) && b[15] <= 1) return true;  // :: and ::1
+  if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return true;  // fe80::/10 link-local
+  if ((b[0] & 0xfe) == 0xfc) return true;                  // fc00::/7 unique-local
+  if (b[0] == 0xff) return true;                           // multicast
+  return false;
+}
 
 bool Transfer::LargeBufferSlot::try_acquire() {
   if (held_) return true;
@@ -146,10 +201,15 @@ std::optional<TransferResult> Transfer::prepare() {
       }
     }
 
-    auto sink = std::make_unique<Sink>(request_.dest, *fs_);
-    if (!sink->open()) {
+    auto sink = std::make_unique<Sink>(request_.dest, *fs_, request_.sha512.has_value());
+    if (!sink->open(resume_identity(request_.url))) {
       return fail(sink->error_code() != 0 ? ErrorCategory::kFilesystem : ErrorCategory::kInternal,
                   sink->error());
+    }
+    resume_offset_ = sink->resumed_from();
+    if (resume_offset_ > 0 && request_.expected_size && resume_offset_ > *request_.expected_size) {
+      if (!sink->restart()) return fail(ErrorCategory::kFilesystem, sink->error());
+      resume_offset_ = 0;
     }
     sink_ = std::move(sink);
     easy_.emplace();
@@ -181,7 +241,24 @@ void Transfer::configure() {
     e.set(CURLOPT_LOW_SPEED_TIME, seconds, "CURLOPT_LOW_SPEED_TIME");
   }
   if (!o.user_agent.empty()) e.set(CURLOPT_USERAGENT, o.user_agent.c_str(), "CURLOPT_USERAGENT");
+  if (o.rate > 0) e.set(CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(o.rate), "CURLOPT_MAX_RECV_SPEED_LARGE");
+  // TLS verification stays on (curl's default, set again so no code path can lose it); a private CA is added
+  // by configuration, never by switching verification off.
+  e.set(CURLOPT_SSL_VERIFYPEER, 1L, "CURLOPT_SSL_VERIFYPEER");
+  e.set(CURLOPT_SSL_VERIFYHOST, 2L, "CURLOPT_SSL_VERIFYHOST");
+  if (!o.ca_file.empty()) e.set(CURLOPT_CAINFO, o.ca_file.c_str(), "CURLOPT_CAINFO");
+  if (!o.ca_path.empty()) e.set(CURLOPT_CAPATH, o.ca_path.c_str(), "CURLOPT_CAPATH");
+  // curl 7.88 creates its sockets without SOCK_CLOEXEC: a worker process spawned meanwhile would inherit
+  // them. Our own socket(2) call fixes that, and is where deny_private_addresses sees the resolved address.
+  e.set(CURLOPT_OPENSOCKETFUNCTION, &Transfer::on_open_socket, "CURLOPT_OPENSOCKETFUNCTION");
+  e.set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(this), "CURLOPT_OPENSOCKETDATA");
   for (const auto& [name, value] : o.headers) headers_.append(header_line(name, value));
+  if (resume_offset_ > 0) {
+    // CURLOPT_RANGE rather than CURLOPT_RESUME_FROM: with the latter curl 7.88 fails a 200 answer with
+    // CURLE_RANGE_ERROR, while we want to take the 200 as the whole file and restart the .part from zero.
+    e.set(CURLOPT_RANGE, fmt::format("{}-", resume_offset_).c_str(), "CURLOPT_RANGE");
+    headers_.append(header_line("If-Range", sink_->resume_validator()));
+  }
   if (headers_.get() != nullptr) e.set(CURLOPT_HTTPHEADER, headers_.get(), "CURLOPT_HTTPHEADER");
   // No Accept-Encoding and no decoding: the file is the bytes as sent, and those are what we hash and count.
   e.set(CURLOPT_HTTP_CONTENT_DECODING, 0L, "CURLOPT_HTTP_CONTENT_DECODING");
@@ -199,16 +276,87 @@ void Transfer::configure() {
   e.set(CURLOPT_BUFFERSIZE, receive_buffer_, "CURLOPT_BUFFERSIZE");
 }
 
-void Transfer::abort_with(ErrorCategory category, std::string message) {
+void Transfer::abort_with(ErrorCategory category, std::string message, bool retryable) {
   if (failure_category_ != ErrorCategory::kNone) return;  // the first reason is the real one
   failure_category_ = category;
   failure_ = std::move(message);
+  failure_retryable_ = retryable;
+}
+
+bool Transfer::begin_body() {
+  const ResponseHeaders& h = *response_;
+  const std::uint64_t max_size = request_.options.max_size;
+  std::optional<std::uint64_t> total;  // the whole file's size, as far as this response says
+  if (h.status == 206) {
+    if (resume_offset_ == 0) {
+      abort_with(ErrorCategory::kProtocol, "206 Partial Content to a request without Range");
+      return false;
+    }
+    if (!h.content_range || !h.content_range->satisfied || h.content_range->first != resume_offset_ ||
+        (sink_->resume_total() && h.content_range->total && *h.content_range->total != *sink_->resume_total())) {
+      // Splicing these bytes onto the .part would corrupt the file: start over on the next attempt.
+      restart_part_ = true;
+      abort_with(ErrorCategory::kProtocol,
+                 fmt::format("asked for bytes {}- but the Content-Range does not fit; the .part is dropped "
+                             "and the next attempt starts from zero",
+                             resume_offset_),
+                 true);
+      return false;
+    }
+    total = h.content_range->total;
+    if (!total && h.content_length && !h.chunked) total = resume_offset_ + *h.content_length;
+  } else {
+    if (resume_offset_ > 0) {
+      // RFC 9110 13.1.5: a 200 to a Range with If-Range means the file changed (or ranges are unsupported).
+      spdlog::info("job {}: {} answered {} to a resume from byte {}: downloading from zero", request_.id, where(),
+                   h.status, resume_offset_);
+      if (!sink_->restart()) {
+        abort_with(sink_->error_code() != 0 ? ErrorCategory::kFilesystem : ErrorCategory::kInternal, sink_->error());
+        return false;
+      }
+      resume_offset_ = 0;
+    }
+    if (h.content_length && !h.chunked) total = *h.content_length;
+  }
+  if (total && max_size > 0 && *total > max_size) {
+    abort_with(ErrorCategory::kSize,
+               fmt::format("declared size of {} bytes exceeds max_size of {}", *total, core::format_size(max_size)));
+    return false;
+  }
+  if (total && request_.expected_size && *total != *request_.expected_size) {
+    abort_with(ErrorCategory::kSize, fmt::format("size mismatch: expected {} bytes, the server declares {}",
+                                                 *request_.expected_size, *total));
+    return false;
+  }
+  // Remember what a later attempt needs for If-Range: a strong ETag, else Last-Modified (weak ETags never
+  // match in If-Range, RFC 9110 13.1.5). Without one, the .part is not resumable.
+  std::string validator = h.etag.starts_with("W/") ? std::string() : h.etag;
+  if (validator.empty()) validator = h.last_modified;
+  if (h.status == 206 && validator.empty()) validator = sink_->resume_validator();
+  sink_->record_resume(validator, total);
+  if (h.status == 206 && !h.content_digest_sha256.empty()) {
+    range_md_ = {EVP_MD_CTX_new(), &EVP_MD_CTX_free};
+    if (!range_md_ || EVP_DigestInit_ex(range_md_.get(), EVP_sha256(), nullptr) != 1) {
+      abort_with(ErrorCategory::kInternal, "sha256: EVP_DigestInit_ex failed");
+      return false;
+    }
+  }
+  return true;
 }
 
 std::size_t Transfer::body(const char* data, std::size_t size) {
   if (cancel_.load(std::memory_order_relaxed)) {
     abort_with(ErrorCategory::kCancelled, "cancelled");
     return CURL_WRITEFUNC_ERROR;
+  }
+  switch (rate_gate_.admit(*this, size, cancel_)) {  // limits.rate (rate_limiter.hpp)
+    case RateGate::Admit::kGo:
+      break;
+    case RateGate::Admit::kPause:
+      return CURL_WRITEFUNC_PAUSE;  // nothing consumed: curl delivers these bytes again on resume
+    case RateGate::Admit::kCancelled:
+      abort_with(ErrorCategory::kCancelled, "cancelled");
+      return CURL_WRITEFUNC_ERROR;
   }
   const long status = response_->status;
   if (!is_success(status)) {
@@ -220,14 +368,20 @@ std::size_t Transfer::body(const char* data, std::size_t size) {
     }
     return size;
   }
-  if (status == 206) {
-    // We never sent Range (resume is not implemented yet): a partial body must not become the whole file.
-    abort_with(ErrorCategory::kProtocol, "206 Partial Content to a request without Range");
+  const std::uint64_t max_size = request_.options.max_size;
+  if (max_size > 0 && sink_->bytes() + size > max_size) {
+    // curl 7.88 checks CURLOPT_MAXFILESIZE only against a declared length: count the bytes ourselves.
+    abort_with(ErrorCategory::kSize, fmt::format("body exceeds max_size of {}; stopped after {} bytes",
+                                                 core::format_size(max_size), sink_->bytes()));
     return CURL_WRITEFUNC_ERROR;
   }
   if (!sink_->write(data, size)) {
     abort_with(sink_->error_code() != 0 ? ErrorCategory::kFilesystem : ErrorCategory::kInternal,
                sink_->error());
+    return CURL_WRITEFUNC_ERROR;
+  }
+  if (range_md_ && EVP_DigestUpdate(range_md_.get(), data, size) != 1) {
+    abort_with(ErrorCategory::kInternal, "sha256: EVP_DigestUpdate failed");
     return CURL_WRITEFUNC_ERROR;
   }
   bytes_.fetch_add(size, std::memory_order_relaxed);
@@ -252,10 +406,13 @@ std::size_t Transfer::on_header(char* data, std::size_t size, std::size_t nmemb,
       t->abort_with(ErrorCategory::kCancelled, "cancelled");
       return CURL_WRITEFUNC_ERROR;
     }
+    const bool was_complete = t->response_->complete;
     if (!t->response_->on_line(std::string_view(data, n), std::time(nullptr))) {
       t->abort_with(ErrorCategory::kProtocol, t->response_->error);
       return CURL_WRITEFUNC_ERROR;
     }
+    if (!was_complete && t->response_->complete && is_success(t->response_->status) && !t->begin_body())
+      return CURL_WRITEFUNC_ERROR;
     return n;
   } catch (...) {
     if (t->failure_category_ == ErrorCategory::kNone) t->failure_category_ = ErrorCategory::kInternal;
@@ -274,6 +431,29 @@ int Transfer::on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_o
   return 1;  // any non-zero value: CURLE_ABORTED_BY_CALLBACK
 }
 
+curl_socket_t Transfer::on_open_socket(void* self, curlsocktype purpose, struct curl_sockaddr* address) noexcept {
+  auto* t = static_cast<Transfer*>(self);
+  try {
+    if (purpose != CURLSOCKTYPE_IPCXN) return CURL_SOCKET_BAD;
+    if (t->request_.options.deny_private_addresses && is_denied_address(&address->addr)) {
+      char text[INET6_ADDRSTRLEN] = "?";
+      const void* raw = address->family == AF_INET
+                            ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&address->addr)->sin_addr)
+                            : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&address->addr)->sin6_addr);
+      (void)inet_ntop(address->family, raw, text, sizeof text);
+      t->abort_with(ErrorCategory::kConnect,
+                    fmt::format("connection to {} refused: a loopback, private or link-local address "
+                                "(deny_private_addresses)",
+                                text));
+      return CURL_SOCKET_BAD;
+    }
+    return ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+  } catch (...) {
+    if (t->failure_category_ == ErrorCategory::kNone) t->failure_category_ = ErrorCategory::kInternal;
+    return CURL_SOCKET_BAD;
+  }
+}
+
 TransferResult Transfer::finish(CURLcode rc) {
   TransferResult r;
   r.id = request_.id;
@@ -283,6 +463,7 @@ TransferResult Transfer::finish(CURLcode rc) {
     r.http_status = response_->status;
     if (r.http_status == 0 && easy_) r.http_status = easy_->response_code();
     if (sink_) sha256_ = sink_->sha256_hex();
+    r.resumed_from = resume_offset_;
     if (rc != CURLE_OK) {
       classify_curl_error(rc, r);
     } else {
@@ -304,7 +485,7 @@ void Transfer::classify_status(TransferResult& r) const {
   r.message = fmt::format("{}: HTTP {}{}{}", where(), h.status, h.reason.empty() ? "" : " ", h.reason);
 }
 
-void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) const {
+void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
   const std::string_view buffer(error_buffer_.data());
   // curl's own words: the error buffer is more specific than curl_easy_strerror.
   const std::string detail =
@@ -315,6 +496,11 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) const {
     r.message = fmt::format("{}: {}", where(), text);
   };
   const core::TransferOptions& o = request_.options;
+  if (rc == CURLE_COULDNT_CONNECT && failure_category_ != ErrorCategory::kNone) {
+    // Our open-socket callback refused the address (deny_private_addresses): a policy, not a network fault.
+    set(failure_category_, failure_retryable_, failure_);
+    return;
+  }
   switch (rc) {
     case CURLE_WRITE_ERROR:
     case CURLE_ABORTED_BY_CALLBACK:
@@ -322,7 +508,7 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) const {
         classify_status(r);
         r.message += fmt::format(" (error body over {} abandoned)", core::format_size(kMaxErrorBody));
       } else if (failure_category_ != ErrorCategory::kNone) {
-        set(failure_category_, false,
+        set(failure_category_, failure_retryable_,
             failure_.empty() ? std::string(core::to_string(failure_category_)) : failure_);
       } else {
         set(ErrorCategory::kInternal, false, detail);
@@ -350,8 +536,21 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) const {
       set(ErrorCategory::kTimeout, true, fmt::format("{}: {}", which, detail));
       return;
     }
-    case CURLE_PARTIAL_FILE:
+    case CURLE_OUT_OF_MEMORY:
+      // curl 7.88 reports a single response header line over its 100 KB limit as out of memory.
+      if (response_->status != 0 && !response_->complete) {
+        set(ErrorCategory::kProtocol, false, fmt::format("response header too large: {}", detail));
+      } else {
+        set(ErrorCategory::kInternal, false, detail);
+      }
+      return;
     case CURLE_RECV_ERROR:
+      if (buffer.starts_with("Too large response headers")) {  // over curl's 300 KB total: not transient
+        set(ErrorCategory::kProtocol, false, fmt::format("response headers too large: {}", detail));
+        return;
+      }
+      [[fallthrough]];
+    case CURLE_PARTIAL_FILE:
     case CURLE_SEND_ERROR:
     case CURLE_GOT_NOTHING:
       set(ErrorCategory::kPartial, true, fmt::format("transfer interrupted: {}", detail));
@@ -395,12 +594,17 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) const {
       // A stream reset or GOAWAY (server restarting) mid-transfer: like a dropped connection.
       set(ErrorCategory::kProtocol, true, fmt::format("HTTP/2 error: {}", detail));
       return;
+    case CURLE_RANGE_ERROR:
+    case CURLE_BAD_DOWNLOAD_RESUME:
+      // We resume with CURLOPT_RANGE, which never raises these; should a server still provoke them, the .part
+      // does not fit: drop it and start from zero.
+      restart_part_ = true;
+      set(ErrorCategory::kProtocol, true, fmt::format("resume refused, restarting from zero: {}", detail));
+      return;
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_BAD_CONTENT_ENCODING:
     case CURLE_HTTP3:
     case CURLE_FILESIZE_EXCEEDED:
-    case CURLE_RANGE_ERROR:
-    case CURLE_BAD_DOWNLOAD_RESUME:
     case CURLE_HTTP_RETURNED_ERROR:
       set(ErrorCategory::kProtocol, false, fmt::format("protocol error: {}", detail));
       return;
@@ -410,7 +614,7 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) const {
   }
 }
 
-void Transfer::classify_response(TransferResult& r) const {
+void Transfer::classify_response(TransferResult& r) {
   const ResponseHeaders& h = *response_;
   auto set = [&](ErrorCategory category, bool retryable, std::string_view text) {
     r.category = category;
@@ -419,14 +623,25 @@ void Transfer::classify_response(TransferResult& r) const {
   };
   if (!sink_) return set(ErrorCategory::kInternal, false, "finish() without a successful prepare()");
   if (h.status == 0) return set(ErrorCategory::kProtocol, false, "no HTTP status line");
+  if (h.status == 416 && resume_offset_ > 0) {
+    // Range bytes=N- past the end: complete if the server's size is exactly what the .part holds.
+    if (h.content_range && !h.content_range->satisfied && h.content_range->total == resume_offset_) {
+      return verify_body(r);
+    }
+    restart_part_ = true;
+    return set(ErrorCategory::kProtocol, true,
+               fmt::format("416 to a resume from byte {}: the .part does not fit the file; the next attempt "
+                           "starts from zero",
+                           resume_offset_));
+  }
   if (!is_success(h.status)) return classify_status(r);
-  if (h.status == 206)
+  if (h.status == 206 && resume_offset_ == 0)
     return set(ErrorCategory::kProtocol, false, "206 Partial Content to a request without Range");
   if (failure_category_ != ErrorCategory::kNone) {
-    return set(failure_category_, false,
+    return set(failure_category_, failure_retryable_,
                failure_.empty() ? std::string(core::to_string(failure_category_)) : failure_);
   }
-  const std::uint64_t got = sink_->bytes();
+  const std::uint64_t got = sink_->bytes() - resume_offset_;  // this response's body
   if (h.content_length && !h.chunked && got != *h.content_length) {
     if (got < *h.content_length) {
       return set(ErrorCategory::kPartial, true,
@@ -435,13 +650,68 @@ void Transfer::classify_response(TransferResult& r) const {
     return set(ErrorCategory::kProtocol, false,
                fmt::format("body longer than Content-Length: {} of {} bytes", got, *h.content_length));
   }
+  if (h.status == 206 && h.content_range && got != h.content_range->last - h.content_range->first + 1) {
+    return set(ErrorCategory::kPartial, true,
+               fmt::format("body shorter than its Content-Range: {} of {} bytes", got,
+                           h.content_range->last - h.content_range->first + 1));
+  }
+  verify_body(r);
+}
+
+void Transfer::verify_body(TransferResult& r) {
+  const ResponseHeaders& h = *response_;
+  auto set = [&](ErrorCategory category, bool retryable, std::string_view text) {
+    r.category = category;
+    r.retryable = retryable;
+    r.message = fmt::format("{}: {}", where(), text);
+  };
+  // A mismatch in a file that was partly resumed may come from splicing: drop the .part and try once more from
+  // zero. A mismatch in a file downloaded in one go is final (the server has other bytes than expected).
+  const bool resumed = resume_offset_ > 0;
+  auto mismatch = [&](ErrorCategory category, std::string text) {
+    restart_part_ = true;
+    if (resumed) text += " (in a resumed download: retrying from zero)";
+    set(category, resumed, text);
+  };
+  const std::uint64_t got = sink_->bytes();
   if (request_.expected_size && got != *request_.expected_size) {
-    return set(ErrorCategory::kSize, false,
-               fmt::format("size mismatch: expected {} bytes, got {}", *request_.expected_size, got));
+    return mismatch(ErrorCategory::kSize,
+                    fmt::format("size mismatch: expected {} bytes, got {}", *request_.expected_size, got));
   }
   if (request_.sha256 && to_lower(*request_.sha256) != sha256_) {
-    return set(ErrorCategory::kChecksum, false,
-               fmt::format("sha256 mismatch: expected {}, got {}", to_lower(*request_.sha256), sha256_));
+    return mismatch(ErrorCategory::kChecksum,
+                    fmt::format("sha256 mismatch: expected {}, got {}", to_lower(*request_.sha256), sha256_));
+  }
+  if (request_.sha512) {
+    const std::string got512 = sink_->sha512_hex();
+    if (to_lower(*request_.sha512) != got512) {
+      return mismatch(ErrorCategory::kChecksum,
+                      fmt::format("sha512 mismatch: expected {}, got {}", to_lower(*request_.sha512), got512));
+    }
+  }
+  // RFC 9530: what the server says it sent. A mismatch is corruption on the way (or a lying server): retried.
+  if (!h.repr_digest_sha256.empty() && h.repr_digest_sha256 != sha256_) {
+    restart_part_ = true;
+    return set(ErrorCategory::kChecksum, true,
+               fmt::format("Repr-Digest sha-256 mismatch: the server says {}, the file has {}", h.repr_digest_sha256,
+                           sha256_));
+  }
+  if (!h.content_digest_sha256.empty()) {
+    std::string content = sha256_;
+    if (h.status == 206) {
+      unsigned char digest[EVP_MAX_MD_SIZE];
+      unsigned int len = 0;
+      content.clear();
+      if (range_md_ && EVP_DigestFinal_ex(range_md_.get(), digest, &len) == 1) {
+        for (unsigned int i = 0; i < len; ++i) content += fmt::format("{:02x}", digest[i]);
+      }
+    }
+    if (h.status != 416 && h.content_digest_sha256 != content) {
+      restart_part_ = true;
+      return set(ErrorCategory::kChecksum, true,
+                 fmt::format("Content-Digest sha-256 mismatch: the server says {}, the body has {}",
+                             h.content_digest_sha256, content));
+    }
   }
 }
 
@@ -449,8 +719,15 @@ TransferResult Transfer::publish(TransferResult result) {
   if (!sink_) return result;  // prepare() ended early: nothing on disk belongs to this attempt
   try {
     if (!result.ok()) {
-      // Resume (a later issue) will keep the .part of a retryable partial body here instead.
-      sink_->discard();
+      // A transient failure (or a cancel: shutdown) keeps a resumable .part for the next attempt; anything
+      // else, or a .part that does not fit the server's file, is removed.
+      const bool keep = (result.retryable || result.category == ErrorCategory::kCancelled) && !restart_part_ &&
+                        sink_->resumable();
+      if (keep) {
+        sink_->keep();
+      } else {
+        sink_->discard();
+      }
       return result;
     }
     const bool replace = request_.on_exists == OnExists::kOverwrite;

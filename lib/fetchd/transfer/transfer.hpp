@@ -8,6 +8,8 @@
 // from any thread.
 
 #include <curl/curl.h>
+#include <openssl/types.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <atomic>
@@ -18,8 +20,14 @@
 
 #include "fetchd/core/transfer_types.hpp"
 #include "fetchd/curl/curl.hpp"
+#include "fetchd/transfer/rate_limiter.hpp"
 
 namespace fetchd::transfer {
+
+// Whether deny_private_addresses refuses a connection to this address: loopback, RFC 1918 private, CGNAT,
+// link-local, unique-local, multicast, unspecified and reserved ranges, also inside IPv4-mapped and NAT64
+// IPv6 addresses. Checked on the resolved address in curl's open-socket callback, never on the URL's text.
+bool is_denied_address(const struct sockaddr* address);
 
 class FileSystem;  // file_system.hpp: the injectable file interface (tests inject EIO/ENOSPC)
 class Sink;
@@ -55,6 +63,16 @@ class Transfer {
   // The configured easy handle (valid after a successful prepare()).
   CURL* easy() const { return easy_ ? easy_->get() : nullptr; }
 
+  // limits.rate: body bytes take tokens from `limiter` (nullptr: none), shared with the strategy's other
+  // transfers. With `pauses` (a curl multi handle drives this transfer) the body callback pauses while the
+  // limiter is in debt and tells `pauses`; otherwise (curl_easy_perform) it sleeps (rate_limiter.hpp). Call
+  // before prepare().
+  void set_rate_limiter(RateLimiter* limiter, RatePauseListener* pauses = nullptr) {
+    rate_gate_.attach(limiter, pauses, request_.options.low_speed_limit, request_.options.low_speed_time);
+  }
+  // Paused by the limiter and not resumed since. The thread driving the transfer.
+  bool rate_paused() const { return rate_gate_.paused(); }
+
   // Any thread: the next write/progress callback aborts the transfer, reported as kCancelled.
   void request_cancel() { cancel_.store(true, std::memory_order_relaxed); }
 
@@ -83,24 +101,33 @@ class Transfer {
   static std::size_t on_body(char* data, std::size_t size, std::size_t nmemb, void* self) noexcept;
   static std::size_t on_header(char* data, std::size_t size, std::size_t nmemb, void* self) noexcept;
   static int on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept;
+  static curl_socket_t on_open_socket(void* self, curlsocktype purpose, struct curl_sockaddr* address) noexcept;
   void configure();
+  bool begin_body();  // the header block of a 2xx response is complete; false aborts the transfer
   std::size_t body(const char* data, std::size_t size);
-  void abort_with(core::ErrorCategory category, std::string message);
-  void classify_curl_error(CURLcode rc, core::TransferResult& result) const;
-  void classify_response(core::TransferResult& result) const;
+  void abort_with(core::ErrorCategory category, std::string message, bool retryable = false);
+  void classify_curl_error(CURLcode rc, core::TransferResult& result);
+  void classify_response(core::TransferResult& result);
   void classify_status(core::TransferResult& result) const;
+  void verify_body(core::TransferResult& result);
   std::string where() const;  // the redacted URL (and where redirects led), for messages
 
   core::TransferRequest request_;
   FileSystem* fs_;
   std::atomic<bool> cancel_{false};
   std::atomic<std::uint64_t> bytes_{0};
+  RateGate rate_gate_;
   // Response state, reset on every status line (a redirect chain shows several responses).
   std::unique_ptr<ResponseHeaders> response_;
   std::uint64_t dropped_bytes_ = 0;  // body bytes of a non-2xx response: drained, never written
   std::string failure_;              // set by a callback that aborted the transfer, with its category
   core::ErrorCategory failure_category_ = core::ErrorCategory::kNone;
+  bool failure_retryable_ = false;
   std::string sha256_;  // of the verified body, set by finish()
+  std::uint64_t resume_offset_ = 0;  // bytes of the .part this attempt asked the rest of (Range: bytes=N-)
+  bool restart_part_ = false;        // the .part does not fit what the server has: never keep it
+  // Content-Digest of a 206 covers only that response's bytes: hashed separately, only when sent.
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> range_md_{nullptr, nullptr};
   std::unique_ptr<Sink> sink_;
   curl::Slist headers_;
   std::array<char, CURL_ERROR_SIZE> error_buffer_{};
