@@ -14,6 +14,7 @@
 
 #include "commands.hpp"
 #include "fetchd/config/config.hpp"
+#include "fetchd/curl/curl.hpp"
 #include "fetchd/scheduler/run.hpp"
 #include "logging.hpp"
 
@@ -46,6 +47,7 @@ int run(const RunArgs& args) {
   }
   if (args.concurrency > 0) cfg.strategy.concurrency = args.concurrency;
   setup_logging(cfg.log.level);
+  curl::set_redacted_query(cfg.security.redact_query);
   raise_fd_limit(cfg.strategy.concurrency);
 
   scheduler::RunOptions options;

@@ -24,6 +24,7 @@
 
 #include "commands.hpp"
 #include "fetchd/config/config.hpp"
+#include "fetchd/curl/curl.hpp"
 #include "fetchd/strategy/worker.hpp"
 #include "logging.hpp"
 
@@ -113,6 +114,7 @@ int run_worker_command(const WorkerArgs& args) {
   auto inherited = close_inherited_descriptors();
 
   setup_logging(args.log_level);
+  curl::redacted_query_from_env();  // the parent's security.redact_query
   spdlog::set_pattern(fmt::format("%Y-%m-%dT%H:%M:%S.%e %^%l%$ worker[{}] %v", ::getpid()));
   if (!inherited.empty()) {
     std::string list;

@@ -82,7 +82,7 @@ TEST(JobList, InlineChecksLoadWithTheRealConfigLoader) {
   EXPECT_EQ(cfg.output.dir, out_dir);
   EXPECT_EQ(cfg.output.on_exists, core::OnExists::kOverwrite);
   EXPECT_FALSE(cfg.output.fsync);
-  EXPECT_EQ(cfg.retries, 0);
+  EXPECT_EQ(cfg.defaults.retry.retries, 0);
   EXPECT_EQ(cfg.log.level, "warn");
   ASSERT_EQ(cfg.jobs.size(), files.size());
   for (std::size_t i = 0; i < files.size(); ++i) {
@@ -122,7 +122,7 @@ TEST(JobList, TooBigForTheLoaderFallsBackToUrlFilesUnderTheLimit) {
     EXPECT_EQ(cfg.jobs[i].url, files[i].url);
     EXPECT_EQ(cfg.jobs[i].dest, files[i].name);  // the URL's last segment
   }
-  EXPECT_EQ(cfg.retries, 0);
+  EXPECT_EQ(cfg.defaults.retry.retries, 0);
   EXPECT_EQ(cfg.output.on_exists, core::OnExists::kOverwrite);
 }
 

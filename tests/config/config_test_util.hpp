@@ -16,7 +16,9 @@ namespace fetchd::config {
 inline bool same_options(const core::TransferOptions& a, const core::TransferOptions& b) {
   return a.timeout == b.timeout && a.connect_timeout == b.connect_timeout &&
          a.low_speed_limit == b.low_speed_limit && a.low_speed_time == b.low_speed_time &&
-         a.max_redirects == b.max_redirects && a.user_agent == b.user_agent && a.headers == b.headers;
+         a.max_redirects == b.max_redirects && a.user_agent == b.user_agent && a.headers == b.headers &&
+         a.max_size == b.max_size && a.rate == b.rate && a.ca_file == b.ca_file && a.ca_path == b.ca_path &&
+         a.deny_private_addresses == b.deny_private_addresses && a.retry == b.retry;
 }
 
 // Equal in meaning: `source` and each job's `origin` say where it came from, which a dump changes on purpose.
@@ -26,7 +28,8 @@ inline ::testing::AssertionResult same_config(const Config& a, const Config& b) 
     return ::testing::AssertionFailure() << "output differs: " << a.output.dir << " vs " << b.output.dir;
   }
   if (!same_options(a.defaults, b.defaults)) return ::testing::AssertionFailure() << "defaults differ";
-  if (a.retries != b.retries) return ::testing::AssertionFailure() << "retries differ";
+  if (!(a.limits == b.limits)) return ::testing::AssertionFailure() << "limits differ";
+  if (!(a.security == b.security)) return ::testing::AssertionFailure() << "security differs";
   if (!(a.log == b.log)) return ::testing::AssertionFailure() << "log differs";
   if (!(a.control == b.control)) return ::testing::AssertionFailure() << "control differs";
   if (!(a.state == b.state)) return ::testing::AssertionFailure() << "state differs";
@@ -37,8 +40,12 @@ inline ::testing::AssertionResult same_config(const Config& a, const Config& b) 
   for (std::size_t i = 0; i < a.jobs.size(); ++i) {
     const Job& x = a.jobs[i];
     const Job& y = b.jobs[i];
-    if (x.url != y.url || x.dest != y.dest || x.sha256 != y.sha256 || x.size != y.size ||
-        x.headers != y.headers) {
+    core::RetryPolicy xr = a.defaults.retry, yr = b.defaults.retry;
+    x.retry.apply_to(xr);
+    y.retry.apply_to(yr);
+    if (x.url != y.url || x.dest != y.dest || x.sha256 != y.sha256 || x.sha512 != y.sha512 || x.size != y.size ||
+        x.headers != y.headers || x.max_size != y.max_size || x.rate != y.rate || x.timeout != y.timeout ||
+        !(xr == yr)) {
       return ::testing::AssertionFailure() << "jobs[" << i << "] differs: " << x.url << " -> " << x.dest
                                            << " vs " << y.url << " -> " << y.dest;
     }

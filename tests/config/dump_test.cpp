@@ -74,7 +74,10 @@ TEST_F(DumpTest, EveryKeyIsPrintedWithHumanUnits) {
        {"strategy:\n  kind: event-loop\n  concurrency: 256\n  workers: 0\n  inner: event-loop\n",
         "  on_exists: skip\n  fsync: true\n",
         "  timeout: 5m\n  connect_timeout: 10s\n  low_speed:\n    limit: 64KiB\n    time: 30s\n  retries: 3\n"
+        "  backoff:\n    initial: 1s\n    max: 5m\n    multiplier: 2\n    jitter: full\n"
+        "  retry_on: [connect, timeout, partial, 408, 425, 429, 500, 502, 503, 504]\n  retry_after_max: 1h\n"
         "  max_redirects: 10\n  user_agent: \"fetchd/",
+        "limits:\n  per_host: 0\n  rate: 0B\n", "security:\n  deny_private_addresses: false\n  redact_query: [\"*\"]\n",
         "log:\n  level: info\n  interval: 5s\n", "size: 4KiB", "dest: \"a\""}) {
     EXPECT_NE(out.find(expected), std::string::npos) << "missing:\n" << expected << "\nin:\n" << out;
   }

@@ -18,7 +18,7 @@ TEST_F(ConfigTest, UnknownTopLevelKeySuggestsTheClosest) {
   EXPECT_TRUE(rejected_with("jobs: []\nstratgy: {}\n", "stratgy", 2, "did you mean 'strategy'?"));
   EXPECT_TRUE(
       rejected_with("verbose: true\n", "verbose", 1,
-                    "allowed: strategy, output, defaults, log, control, state, shutdown, jobs"));
+                    "allowed: strategy, output, defaults, limits, tls, security, log, control, state, shutdown, jobs"));
 }
 
 TEST_F(ConfigTest, UnknownNestedKeySuggestsTheClosest) {

@@ -31,7 +31,7 @@ TEST_F(ConfigTest, EmptyFileGivesTheDefaults) {
     EXPECT_EQ(c.defaults.max_redirects, 10);
     EXPECT_EQ(c.defaults.user_agent, std::string("fetchd/") + core::kVersion);
     EXPECT_TRUE(c.defaults.headers.empty());
-    EXPECT_EQ(c.retries, 3);
+    EXPECT_EQ(c.defaults.retry.retries, 3);
     EXPECT_EQ(c.log.level, "info");
     EXPECT_EQ(c.log.interval, std::chrono::seconds(5));
     EXPECT_EQ(c.control.socket, "/run/fetchd/fetchd.sock");
@@ -102,7 +102,7 @@ jobs:
   EXPECT_EQ(c.defaults.connect_timeout, milliseconds(250));
   EXPECT_EQ(c.defaults.low_speed_limit, 65536u);
   EXPECT_EQ(c.defaults.low_speed_time, milliseconds(120'000));
-  EXPECT_EQ(c.retries, 0);
+  EXPECT_EQ(c.defaults.retry.retries, 0);
   EXPECT_EQ(c.defaults.max_redirects, 0);
   EXPECT_EQ(c.defaults.user_agent, "agent/1.0 (test)");
   EXPECT_EQ(c.defaults.headers, (core::Headers{{"X-Example", "1"}, {"Accept", "*/*"}}));

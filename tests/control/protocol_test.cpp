@@ -418,7 +418,7 @@ TEST(ControlProtocol, JobToJson) {
   EXPECT_EQ(text.find("t0k"), std::string::npos) << text;
   EXPECT_EQ(text.find("h3ader"), std::string::npos) << text;
   EXPECT_EQ(j["id"], 12);
-  EXPECT_EQ(j["url"], "https://example.com/a.bin?…");
+  EXPECT_EQ(j["url"], "https://example.com/a.bin?token=…");
   EXPECT_EQ(j["dest"], "/srv/out/a.bin");
   EXPECT_EQ(j["state"], "running");
   EXPECT_EQ(j["attempts"], 2);
@@ -446,7 +446,7 @@ TEST(ControlProtocol, JobToJson) {
 
   json w = watch_job_to_json(job);
   EXPECT_EQ(w.size(), 8u);
-  EXPECT_EQ(w["url"], "https://example.com/a.bin?…");
+  EXPECT_EQ(w["url"], "https://example.com/a.bin?token=…");
   EXPECT_EQ(w["state"], "done");
   EXPECT_EQ(parse_line(encode_event("done", "job", w))["job"]["id"], 12);
 }

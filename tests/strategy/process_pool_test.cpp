@@ -171,9 +171,9 @@ class ProcessPoolTest : public ::testing::Test {
     return c;
   }
 
-  void start(const fetchd::config::StrategyConfig& config) {
+  void start(const fetchd::config::StrategyConfig& config, std::uint64_t rate = 0) {
     pool_ = std::make_unique<ProcessPoolStrategy>(
-        config, false, loop_.get(), [this](TransferResult r) { results_.push_back(std::move(r)); });
+        config, false, loop_.get(), [this](TransferResult r) { results_.push_back(std::move(r)); }, rate);
   }
 
   fetchd::core::TransferRequest request(fetchd::core::JobId id, const std::string& path,
@@ -590,6 +590,46 @@ TEST(WorkerProtocol, RequestAndResultSurviveTheRoundTrip) {
   auto p = decode_from_worker(std::string_view(line).substr(0, line.size() - 1), &error);
   ASSERT_TRUE(p.has_value()) << error;
   EXPECT_EQ(std::get<Progress>(*p).bytes, 1ULL << 40);
+}
+
+// limits.rate: equal shares at start, then shares in proportion to the transfers each worker runs.
+TEST_F(ProcessPoolTest, RateSharesFollowTheWorkersTransfers) {
+  constexpr std::uint64_t kRate = std::uint64_t{3} << 20;
+  constexpr std::uint64_t kSize = std::uint64_t{3} << 20;
+  start(pool_config(4, 2), kRate);
+  EXPECT_EQ(pool_->rate_share(0), kRate / 2);
+  EXPECT_EQ(pool_->rate_share(1), kRate / 2);
+  // Least-loaded dispatch puts jobs 1 and 3 on worker 0 and job 2 on worker 1; 9 MiB at 3 MiB/s run for about
+  // 3 s, past the first rebalance.
+  std::vector<std::string> shas;
+  for (fetchd::core::JobId id = 1; id <= 3; ++id) {
+    shas.push_back(fetchd::origin::body_sha256_hex(kSize, id));
+    pool_->submit(request(id, fmt::format("/bytes/{}/s{}.bin?seed={}", kSize, id, id),
+                          fmt::format("s{}.bin", id), shas.back()));
+  }
+  EXPECT_TRUE(run_until(
+      loop_, [&] { return pool_->rate_share(0) == 2 * kRate / 3 && pool_->rate_share(1) == kRate / 3; },
+      20000))
+      << "shares " << pool_->rate_share(0) << " and " << pool_->rate_share(1);
+  ASSERT_TRUE(run_until(
+      loop_, [&] { return results_.size() == 3; }, 60000));
+  for (const auto& r : results_) {
+    EXPECT_TRUE(r.ok()) << r.message;
+    EXPECT_EQ(r.sha256, shas[r.id - 1]);
+  }
+  drain();
+}
+
+TEST(WorkerProtocol, RateRoundTrips) {
+  using namespace fetchd::strategy::protocol;
+  const std::string line = encode(ToWorker{Rate{123456789}});
+  EXPECT_EQ(line, "{\"bytes_per_s\":123456789,\"op\":\"rate\"}\n");
+  std::string error;
+  auto back = decode_to_worker(std::string_view(line).substr(0, line.size() - 1), &error);
+  ASSERT_TRUE(back.has_value()) << error;
+  EXPECT_EQ(std::get<Rate>(*back).bytes_per_s, 123456789u);
+  EXPECT_FALSE(decode_to_worker(R"({"op":"rate","bytes_per_s":-1})", &error).has_value());
+  EXPECT_FALSE(decode_to_worker(R"({"op":"rate"})", &error).has_value());
 }
 
 TEST(WorkerProtocol, BadLinesAreRefusedWithoutQuotingThem) {

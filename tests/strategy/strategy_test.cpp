@@ -127,7 +127,9 @@ class StrategyTest : public ::testing::TestWithParam<StrategyParam> {
     strategy_config();
     config_.output.dir = dir_ / "out";
     config_.output.fsync = false;
-    config_.retries = 0;
+    config_.defaults.retry.retries = 0;
+    config_.defaults.retry.initial = std::chrono::milliseconds(1);  // keep retry tests fast; jitter stays real
+    config_.defaults.retry.max = std::chrono::milliseconds(5);
     config_.defaults.timeout = std::chrono::seconds(20);
     config_.defaults.user_agent = "fetchd-test";
   }
@@ -143,10 +145,7 @@ class StrategyTest : public ::testing::TestWithParam<StrategyParam> {
   }
 
   fetchd::scheduler::RunSummary run() {
-    fetchd::scheduler::RunOptions options;
-    options.retry.initial = std::chrono::milliseconds(1);  // keep retry tests fast; jitter stays real
-    options.retry.max = std::chrono::milliseconds(5);
-    return fetchd::scheduler::run_job_list(strategy_config(), options);
+    return fetchd::scheduler::run_job_list(strategy_config());
   }
 
   fs::path out() const { return dir_ / "out"; }
@@ -212,7 +211,7 @@ TEST_P(StrategyTest, NotFoundFailsWithoutFile) {
 }
 
 TEST_P(StrategyTest, ServerErrorIsRetriedThenFails) {
-  config_.retries = 2;
+  config_.defaults.retry.retries = 2;
   add_job("/status/503", "busy.bin");
   auto s = run();
   ASSERT_EQ(s.failures.size(), 1u);
@@ -290,7 +289,6 @@ TEST_P(StrategyTest, CancelMidTransferLeavesNoFile) {
   fetchd::uv::Loop loop;
   std::optional<fetchd::core::TransferResult> result;
   fetchd::scheduler::Scheduler::Options options;
-  options.retry.retries = 0;
   options.on_finished = [&](const fetchd::scheduler::JobRecord& job) { result = job.last; };
   fetchd::scheduler::Scheduler sched(
       loop.get(),
@@ -419,7 +417,6 @@ TEST_P(StrategyTest, StalledTransferIsCancelledPromptly) {
   std::chrono::steady_clock::time_point cancelled_at;
   std::chrono::steady_clock::duration took{};
   fetchd::scheduler::Scheduler::Options options;
-  options.retry.retries = 0;
   options.on_finished = [&](const fetchd::scheduler::JobRecord& job) {
     result = job.last;
     took = std::chrono::steady_clock::now() - cancelled_at;
@@ -465,7 +462,6 @@ TEST_P(StrategyTest, DrainWaitsForInFlightTransfers) {
   bool result_before_drain_done = false;
   bool drained = false;
   fetchd::scheduler::Scheduler::Options options;
-  options.retry.retries = 0;
   options.on_finished = [&](const fetchd::scheduler::JobRecord& job) { result = job.last; };
   fetchd::scheduler::Scheduler sched(
       loop.get(),
@@ -499,6 +495,86 @@ TEST_P(StrategyTest, DrainWaitsForInFlightTransfers) {
   ASSERT_TRUE(result.has_value());
   EXPECT_TRUE(result->ok()) << result->message;
   EXPECT_EQ(file_sha256(out() / "d.bin"), sha);
+  EXPECT_EQ(loop.close(), 0);
+}
+
+// limits.rate is one budget for all transfers together, in every strategy: three downloads of 3 MiB at 2
+// MiB/s in total take at least 4.5 s. Checked with a margin (x 0.8), and as a lower bound only: an upper
+// timing bound would make the suite flaky on a busy machine (bench/rate_accuracy measures the accuracy).
+TEST_P(StrategyTest, GlobalRateLimitIsSharedByAllTransfers) {
+  constexpr std::uint64_t kRate = std::uint64_t{2} << 20;
+  constexpr std::uint64_t kSize = std::uint64_t{3} << 20;
+  constexpr int kFiles = 3;
+  config_.limits.rate = kRate;
+  config_.strategy.concurrency = kFiles;
+  std::vector<std::string> shas;
+  for (int i = 0; i < kFiles; ++i) {
+    shas.push_back(fetchd::origin::body_sha256_hex(kSize, static_cast<std::uint64_t>(20 + i)));
+    add_job(fmt::format("/bytes/{}/rl{}.bin?seed={}", kSize, i, 20 + i), fmt::format("rl{}.bin", i),
+            shas.back());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto s = run();
+  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(s.done, static_cast<std::uint64_t>(kFiles));
+  EXPECT_EQ(s.failed, 0u);
+  for (int i = 0; i < kFiles; ++i) {
+    const fs::path f = out() / fmt::format("rl{}.bin", i);
+    ASSERT_TRUE(fs::exists(f));
+    EXPECT_EQ(fs::file_size(f), kSize);
+    EXPECT_EQ(file_sha256(f), shas[static_cast<std::size_t>(i)]);
+  }
+  const double expected_s = static_cast<double>(kFiles * kSize) / static_cast<double>(kRate);
+  RecordProperty("elapsed_ms", std::to_string(static_cast<long>(elapsed.count() * 1000)));
+  EXPECT_GE(elapsed.count(), expected_s * 0.8)
+      << "9 MiB at 2 MiB/s took " << elapsed.count() << " s: the limit was not applied";
+}
+
+// A transfer held back by limits.rate (paused on a multi handle, sleeping in its callback otherwise) still
+// cancels, publishes nothing (a resumable .part may stay, as for any cancel), and leaves nothing in the loop.
+TEST_P(StrategyTest, CancelWhileRateLimitedPublishesNothing) {
+  config_.limits.rate = 64 << 10;  // a 8 MiB body stays throttled for two minutes after the first burst
+  fetchd::uv::Loop loop;
+  std::optional<fetchd::core::TransferResult> result;
+  fetchd::scheduler::Scheduler::Options options;
+  options.on_finished = [&](const fetchd::scheduler::JobRecord& job) { result = job.last; };
+  fetchd::scheduler::Scheduler sched(
+      loop.get(),
+      [&](fetchd::strategy::Strategy::ResultCallback cb) {
+        return fetchd::strategy::make_strategy(strategy_config(), loop.get(), std::move(cb));
+      },
+      options);
+  fetchd::config::Job job;
+  job.url = origin_.url("/bytes/8388608/throttled.bin");
+  job.dest = "throttled.bin";
+  auto id = sched.add(fetchd::scheduler::make_request(config_, job));
+  // Cancel 300 ms after the origin has the request: well past the burst, while the limiter holds it back.
+  fetchd::uv::Timer poll(loop.get());
+  fetchd::uv::Timer later(loop.get());
+  fetchd::uv::Timer failsafe(loop.get());
+  poll.start(1, 1, [&] {
+    if (origin_.stats().requests_in_flight < 1) return;
+    poll.stop();
+    later.start(300, 0, [&] { sched.cancel(id); });
+  });
+  failsafe.start(30000, 0, [&] { sched.cancel_all(); });
+  bool drained = false;
+  fetchd::uv::Timer idle_check(loop.get());
+  idle_check.start(1, 1, [&] {
+    if (!result) return;
+    idle_check.close();
+    poll.close();
+    later.close();
+    failsafe.close();
+    sched.drain([&] { drained = true; });
+  });
+  loop.run();
+  EXPECT_TRUE(drained);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->category, ErrorCategory::kCancelled) << result->message;
+  EXPECT_LT(result->bytes, std::uint64_t{8} << 20);
+  EXPECT_FALSE(fs::exists(out() / "throttled.bin"));
+  EXPECT_LE(count_files(out()), 1u);  // at most the .part
   EXPECT_EQ(loop.close(), 0);
 }
 

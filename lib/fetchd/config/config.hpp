@@ -82,12 +82,47 @@ struct ShutdownConfig {
   bool operator==(const ShutdownConfig&) const = default;
 };
 
+// Limits shared by every job (docs/configuration.md, limits).
+struct LimitsConfig {
+  int per_host = 0;        // simultaneous transfers to one origin (scheme+host+port); 0 = no limit
+  std::uint64_t rate = 0;  // bytes/s for all transfers together; 0 = no limit
+
+  bool operator==(const LimitsConfig&) const = default;
+};
+
+// Query parameters whose values never appear in logs or socket answers; "*" means every parameter.
+struct SecurityConfig {
+  std::vector<std::string> redact_query{"*"};
+
+  bool operator==(const SecurityConfig&) const = default;
+};
+
+// A job's own retry keys; unset ones come from defaults.
+struct RetryOverrides {
+  std::optional<int> retries;
+  std::optional<std::chrono::milliseconds> initial;
+  std::optional<std::chrono::milliseconds> max;
+  std::optional<double> multiplier;
+  std::optional<core::Jitter> jitter;
+  std::optional<std::chrono::milliseconds> retry_after_max;
+  std::optional<core::RetryOn> retry_on;
+
+  void apply_to(core::RetryPolicy& policy) const;
+  bool operator==(const RetryOverrides&) const = default;
+};
+
 struct Job {
   std::string url;
   std::string dest;  // relative to output.dir, normalized ("sub/a.bin"); absolute path = output.dir / dest
   std::optional<std::string> sha256;  // lowercase hex
+  std::optional<std::string> sha512;  // lowercase hex
   std::optional<std::uint64_t> size;
   core::Headers headers;  // the job's own headers (merged over defaults by effective_options)
+  // The job's own values of these defaults (effective_options merges them).
+  RetryOverrides retry;
+  std::optional<std::uint64_t> max_size;
+  std::optional<std::uint64_t> rate;
+  std::optional<std::chrono::milliseconds> timeout;
   // Where the job was defined, for messages: "jobs.yaml:12" or "lists/more.txt:3".
   std::string origin;
 };
@@ -96,15 +131,18 @@ struct Config {
   std::filesystem::path source;  // the config file, absolute
   StrategyConfig strategy;
   OutputConfig output;
-  core::TransferOptions defaults;  // user_agent defaults to "fetchd/<version>"
-  int retries = 3;                 // retries after the first attempt, >= 0
+  // user_agent defaults to "fetchd/<version>"; ca_file/ca_path come from `tls:`, deny_private_addresses from
+  // `security:`.
+  core::TransferOptions defaults;
+  LimitsConfig limits;
+  SecurityConfig security;
   LogConfig log;
   ControlConfig control;
   StateConfig state;
   ShutdownConfig shutdown;
   std::vector<Job> jobs;
 
-  // defaults with the job's headers merged over (same name, case-insensitive, replaces).
+  // defaults with the job's own keys merged over (headers: same name, case-insensitive, replaces).
   core::TransferOptions effective_options(const Job& job) const;
   std::filesystem::path dest_path(const Job& job) const { return output.dir / job.dest; }
 };

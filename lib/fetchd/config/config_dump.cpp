@@ -48,6 +48,24 @@ std::string one_line(std::string s) {
   return s;
 }
 
+void emit_retry(YAML::Emitter& out, const core::RetryPolicy& r) {
+  out << YAML::Key << "retries" << YAML::Value << r.retries;
+  out << YAML::Key << "backoff" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "initial" << YAML::Value << exact_duration(r.initial);
+  out << YAML::Key << "max" << YAML::Value << exact_duration(r.max);
+  out << YAML::Key << "multiplier" << YAML::Value << fmt::format("{}", r.multiplier);
+  out << YAML::Key << "jitter" << YAML::Value << (r.jitter == core::Jitter::kFull ? "full" : "none");
+  out << YAML::EndMap;
+  out << YAML::Key << "retry_on" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  if (r.retry_on.connect) out << "connect";
+  if (r.retry_on.timeout) out << "timeout";
+  if (r.retry_on.partial) out << "partial";
+  if (r.retry_on.tls) out << "tls";
+  for (int status : r.retry_on.statuses) out << status;
+  out << YAML::EndSeq;
+  out << YAML::Key << "retry_after_max" << YAML::Value << exact_duration(r.retry_after_max);
+}
+
 }  // namespace
 
 std::string dump_config(const Config& config, bool show_secrets) {
@@ -76,11 +94,30 @@ std::string dump_config(const Config& config, bool show_secrets) {
   out << YAML::Key << "limit" << YAML::Value << exact_size(d.low_speed_limit);
   out << YAML::Key << "time" << YAML::Value << exact_duration(d.low_speed_time);
   out << YAML::EndMap;
-  out << YAML::Key << "retries" << YAML::Value << config.retries;
+  emit_retry(out, d.retry);
   out << YAML::Key << "max_redirects" << YAML::Value << d.max_redirects;
   out << YAML::Key << "user_agent" << YAML::Value << YAML::DoubleQuoted << d.user_agent;
   out << YAML::Key << "headers" << YAML::Value;
   emit_headers(out, d.headers, show_secrets);
+  out << YAML::Key << "max_size" << YAML::Value << exact_size(d.max_size);
+  out << YAML::Key << "rate" << YAML::Value << exact_size(d.rate);
+  out << YAML::EndMap;
+
+  out << YAML::Key << "limits" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "per_host" << YAML::Value << config.limits.per_host;
+  out << YAML::Key << "rate" << YAML::Value << exact_size(config.limits.rate);
+  out << YAML::EndMap;
+
+  out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "ca_file" << YAML::Value << YAML::DoubleQuoted << d.ca_file;
+  out << YAML::Key << "ca_path" << YAML::Value << YAML::DoubleQuoted << d.ca_path;
+  out << YAML::EndMap;
+
+  out << YAML::Key << "security" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "deny_private_addresses" << YAML::Value << d.deny_private_addresses;
+  out << YAML::Key << "redact_query" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const auto& name : config.security.redact_query) out << YAML::DoubleQuoted << name;
+  out << YAML::EndSeq;
   out << YAML::EndMap;
 
   out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
@@ -117,7 +154,17 @@ std::string dump_config(const Config& config, bool show_secrets) {
     out << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted << shown_url(job.url, show_secrets);
     out << YAML::Key << "dest" << YAML::Value << YAML::DoubleQuoted << job.dest;
     if (job.sha256) out << YAML::Key << "sha256" << YAML::Value << YAML::DoubleQuoted << *job.sha256;
+    if (job.sha512) out << YAML::Key << "sha512" << YAML::Value << YAML::DoubleQuoted << *job.sha512;
     if (job.size) out << YAML::Key << "size" << YAML::Value << exact_size(*job.size);
+    if (job.timeout) out << YAML::Key << "timeout" << YAML::Value << exact_duration(*job.timeout);
+    if (job.max_size) out << YAML::Key << "max_size" << YAML::Value << exact_size(*job.max_size);
+    if (job.rate) out << YAML::Key << "rate" << YAML::Value << exact_size(*job.rate);
+    if (!(job.retry == RetryOverrides{})) {
+      // A job's retry keys are written out whole: the dump is the policy the job runs with.
+      core::RetryPolicy policy = config.defaults.retry;
+      job.retry.apply_to(policy);
+      emit_retry(out, policy);
+    }
     if (!job.headers.empty()) {
       out << YAML::Key << "headers" << YAML::Value;
       emit_headers(out, job.headers, show_secrets);

@@ -2,6 +2,7 @@
 // Loading: YAML text -> a validated Config. The walk never stops at the first problem: every error is
 // collected with its file, line, column and dotted key, and thrown at the end as one ConfigErrors.
 #include <fmt/format.h>
+#include <unistd.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
@@ -32,19 +33,27 @@ namespace {
 // Aliases can make a small document expand to a huge tree; stop walking long before that hurts.
 constexpr std::size_t kMaxVisitedNodes = 1'000'000;
 
-const std::vector<std::string_view> kRootKeys{"strategy", "output",   "defaults", "log",
-                                              "control",  "state", "shutdown", "jobs"};
+const std::vector<std::string_view> kRootKeys{"strategy", "output", "defaults", "limits", "tls",
+                                              "security", "log",    "control",  "state",  "shutdown",
+                                              "jobs"};
+const std::vector<std::string_view> kLimitsKeys{"per_host", "rate"};
+const std::vector<std::string_view> kTlsKeys{"ca_file", "ca_path"};
+const std::vector<std::string_view> kSecurityKeys{"deny_private_addresses", "redact_query"};
+const std::vector<std::string_view> kBackoffKeys{"initial", "max", "multiplier", "jitter"};
 const std::vector<std::string_view> kControlKeys{"socket", "mode", "group", "tcp", "max_connections"};
 const std::vector<std::string_view> kStateKeys{"dir", "synchronous", "history"};
 const std::vector<std::string_view> kHistoryKeys{"max_age", "max_jobs"};
 const std::vector<std::string_view> kShutdownKeys{"grace"};
 const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers", "inner"};
 const std::vector<std::string_view> kOutputKeys{"dir", "on_exists", "fsync"};
-const std::vector<std::string_view> kDefaultsKeys{"timeout",       "connect_timeout", "low_speed", "retries",
-                                                  "max_redirects", "user_agent",      "headers"};
+const std::vector<std::string_view> kDefaultsKeys{
+    "timeout",    "connect_timeout", "low_speed", "retries", "backoff",  "retry_on", "retry_after_max",
+    "max_redirects", "user_agent",   "headers",   "max_size", "rate"};
 const std::vector<std::string_view> kLowSpeedKeys{"limit", "time"};
 const std::vector<std::string_view> kLogKeys{"level", "interval"};
-const std::vector<std::string_view> kJobKeys{"url", "dest", "sha256", "size", "headers", "urls_file"};
+const std::vector<std::string_view> kJobKeys{"url",     "dest",    "sha256",   "sha512",          "size",
+                                             "headers", "timeout", "max_size", "rate",            "retries",
+                                             "backoff", "retry_on", "retry_after_max", "urls_file"};
 const std::vector<std::string_view> kLogLevels{"trace", "debug", "info", "warn", "error", "off"};
 
 struct Pos {
@@ -434,6 +443,9 @@ class Loader {
       if (e.name == "strategy") strategy(e);
       if (e.name == "output") output(e);
       if (e.name == "defaults") defaults(e);
+      if (e.name == "limits") limits(e);
+      if (e.name == "tls") tls(e);
+      if (e.name == "security") security(e);
       if (e.name == "log") log(e);
       if (e.name == "control") control(e);
       if (e.name == "state") state(e);
@@ -528,21 +540,164 @@ class Loader {
 
   void defaults(const Entry& section) {
     auto& d = config_.defaults;
+    RetryOverrides retry;
     for (const auto& e : entries(section.value, section.key, section.key_pos, kDefaultsKeys)) {
+      if (retry_key(e, retry)) continue;
       if (e.name == "timeout") {
         if (auto v = duration(e)) d.timeout = *v;
       } else if (e.name == "connect_timeout") {
         if (auto v = duration(e)) d.connect_timeout = *v;
       } else if (e.name == "low_speed") {
         low_speed(e);
-      } else if (e.name == "retries") {
-        if (auto v = integer(e, 0)) config_.retries = *v;
       } else if (e.name == "max_redirects") {
         if (auto v = integer(e, 0)) d.max_redirects = *v;
       } else if (e.name == "user_agent") {
         if (auto v = header_text(e, "a string")) d.user_agent = std::move(*v);
       } else if (e.name == "headers") {
         if (auto v = headers(e)) d.headers = std::move(*v);
+      } else if (e.name == "max_size") {
+        if (auto v = size(e)) d.max_size = *v;
+      } else if (e.name == "rate") {
+        if (auto v = size(e)) d.rate = *v;
+      }
+    }
+    retry.apply_to(d.retry);
+  }
+
+  // The retry keys a job shares with defaults. True when `e` was one of them.
+  bool retry_key(const Entry& e, RetryOverrides& r) {
+    if (e.name == "retries") {
+      if (auto v = integer(e, 0)) r.retries = *v;
+    } else if (e.name == "retry_after_max") {
+      if (auto v = duration(e)) r.retry_after_max = *v;
+    } else if (e.name == "retry_on") {
+      if (auto v = retry_on(e)) r.retry_on = std::move(*v);
+    } else if (e.name == "backoff") {
+      for (const auto& b : entries(e.value, e.key, e.key_pos, kBackoffKeys)) {
+        if (b.name == "initial") {
+          if (auto v = duration(b)) r.initial = *v;
+        } else if (b.name == "max") {
+          if (auto v = duration(b)) r.max = *v;
+        } else if (b.name == "multiplier") {
+          auto text = scalar(b, "a number of at least 1, such as 2 or 1.5");
+          if (!text) continue;
+          double v = 0;
+          auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
+          if (ec != std::errc{} || ptr != text->data() + text->size() || !(v >= 1.0) || v > 1000.0) {
+            error(b.value_pos(), b.key, fmt::format("expected a number from 1 to 1000, got {}", show(*text)));
+            continue;
+          }
+          r.multiplier = v;
+        } else if (b.name == "jitter") {
+          if (auto v = choice<core::Jitter>(b, "jitter", {{"full", core::Jitter::kFull}, {"none", core::Jitter::kNone}}))
+            r.jitter = *v;
+        }
+      }
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  // retry_on: a list of failure classes (connect, timeout, partial, tls) and HTTP statuses (400-599).
+  std::optional<core::RetryOn> retry_on(const Entry& e) {
+    if (!e.value.IsSequence()) {
+      error(e.value_pos(), e.key,
+            fmt::format("expected a list such as [connect, timeout, partial, 429, 503], got {}", kind_of(e.value)));
+      return std::nullopt;
+    }
+    core::RetryOn out{false, false, false, false, {}};
+    bool ok = true;
+    int i = 0;
+    for (const auto& item : e.value) {
+      Entry it{"", fmt::format("{}[{}]", e.key, i++), pos_of(item).line > 0 ? pos_of(item) : e.key_pos, item};
+      auto text = scalar(it, "connect, timeout, partial, tls or an HTTP status");
+      if (!text) {
+        ok = false;
+        continue;
+      }
+      if (*text == "connect") {
+        out.connect = true;
+      } else if (*text == "timeout") {
+        out.timeout = true;
+      } else if (*text == "partial") {
+        out.partial = true;
+      } else if (*text == "tls") {
+        out.tls = true;
+      } else {
+        int status = 0;
+        auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), status);
+        if (ec != std::errc{} || ptr != text->data() + text->size() || status < 400 || status > 599) {
+          error(it.value_pos(), it.key,
+                fmt::format("expected connect, timeout, partial, tls or an HTTP status from 400 to 599, got {}",
+                            show(*text)));
+          ok = false;
+          continue;
+        }
+        out.statuses.push_back(status);
+      }
+    }
+    if (!ok) return std::nullopt;
+    std::sort(out.statuses.begin(), out.statuses.end());
+    out.statuses.erase(std::unique(out.statuses.begin(), out.statuses.end()), out.statuses.end());
+    return out;
+  }
+
+  void limits(const Entry& section) {
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kLimitsKeys)) {
+      if (e.name == "per_host") {
+        if (auto v = integer(e, 0)) config_.limits.per_host = *v;
+      } else if (e.name == "rate") {
+        if (auto v = size(e)) config_.limits.rate = *v;
+      }
+    }
+  }
+
+  void tls(const Entry& section) {
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kTlsKeys)) {
+      auto s = scalar(e, e.name == "ca_file" ? "a PEM file of CA certificates" : "a directory of CA certificates");
+      if (!s) continue;
+      if (s->empty()) continue;  // "" = the system's default
+      fs::path given(*s);
+      fs::path full = (given.is_absolute() ? given : base_dir_ / given).lexically_normal();
+      std::error_code ec;
+      const bool want_dir = e.name == "ca_path";
+      const auto status = fs::status(full, ec);
+      if (ec || !fs::exists(status) || (want_dir ? !fs::is_directory(status) : !fs::is_regular_file(status)) ||
+          ::access(full.c_str(), R_OK | (want_dir ? X_OK : 0)) != 0) {
+        error(e.value_pos(), e.key,
+              fmt::format("'{}' is not a readable {}", escape(full.string()), want_dir ? "directory" : "file"));
+        continue;
+      }
+      (want_dir ? config_.defaults.ca_path : config_.defaults.ca_file) = full.string();
+    }
+  }
+
+  void security(const Entry& section) {
+    for (const auto& e : entries(section.value, section.key, section.key_pos, kSecurityKeys)) {
+      if (e.name == "deny_private_addresses") {
+        if (auto v = boolean(e)) config_.defaults.deny_private_addresses = *v;
+      } else if (e.name == "redact_query") {
+        if (!e.value.IsSequence()) {
+          error(e.value_pos(), e.key,
+                fmt::format("expected a list of query parameter names (\"*\" for all), got {}", kind_of(e.value)));
+          continue;
+        }
+        std::vector<std::string> names;
+        int i = 0;
+        for (const auto& item : e.value) {
+          Entry it{"", fmt::format("{}[{}]", e.key, i++), pos_of(item).line > 0 ? pos_of(item) : e.key_pos, item};
+          auto name = scalar(it, "a query parameter name");
+          if (!name) continue;
+          if (name->empty() || !std::all_of(name->begin(), name->end(), [](char c) {
+                return c == '*' || c == '-' || c == '_' || c == '.' || std::isalnum(static_cast<unsigned char>(c));
+              })) {
+            error(it.value_pos(), it.key, fmt::format("{} is not a query parameter name", show(*name)));
+            continue;
+          }
+          names.push_back(std::move(*name));
+        }
+        config_.security.redact_query = std::move(names);
       }
     }
   }
@@ -743,10 +898,29 @@ class Loader {
         std::string lower = *s;
         for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         job.sha256 = std::move(lower);
+      } else if (e.name == "sha512") {
+        auto s = scalar(e, "128 hex digits");
+        if (!s) continue;
+        if (s->size() != 128 || !std::all_of(s->begin(), s->end(), is_hex)) {
+          error(e.value_pos(), e.key,
+                fmt::format("expected 128 hex digits, got {} ({} characters)", show(*s), s->size()));
+          continue;
+        }
+        std::string lower = *s;
+        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        job.sha512 = std::move(lower);
       } else if (e.name == "size") {
         if (auto v = size(e)) job.size = *v;
       } else if (e.name == "headers") {
         if (auto v = headers(e)) job.headers = std::move(*v);
+      } else if (e.name == "timeout") {
+        if (auto v = duration(e)) job.timeout = *v;
+      } else if (e.name == "max_size") {
+        if (auto v = size(e)) job.max_size = *v;
+      } else if (e.name == "rate") {
+        if (auto v = size(e)) job.rate = *v;
+      } else {
+        retry_key(e, job.retry);
       }
     }
     if (errors_.size() != errors_before) return;  // a broken job would only cause follow-up errors

@@ -16,6 +16,7 @@ core::TransferRequest make_request(const config::Config& config, const config::J
   r.url = job.url;
   r.dest = config.dest_path(job).string();
   r.sha256 = job.sha256;
+  r.sha512 = job.sha512;
   r.expected_size = job.size;
   r.on_exists = config.output.on_exists;
   r.fsync = config.output.fsync;
@@ -33,8 +34,7 @@ RunSummary run_job_list(const config::Config& config, const RunOptions& options)
   std::unordered_map<core::JobId, const config::Job*> job_of;
 
   Scheduler::Options sched_options;
-  sched_options.retry = options.retry;
-  sched_options.retry.retries = config.retries;
+  sched_options.per_host = config.limits.per_host;
   sched_options.on_finished = [&](const JobRecord& job) {
     if (job.state == JobState::kDone) {
       if (job.last.skipped) ++summary.skipped;

@@ -40,7 +40,6 @@ struct RunSummary {
 };
 
 struct RunOptions {
-  RetryPolicy retry;           // retries is taken from the config
   bool handle_signals = false;  // SIGINT/SIGTERM cancel the run (fetchd run), off in tests
 };
 

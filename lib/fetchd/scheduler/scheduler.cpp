@@ -22,17 +22,42 @@ std::string_view to_string(JobState s) {
   return "?";
 }
 
-std::chrono::milliseconds RetryPolicy::delay(int attempt, std::optional<std::chrono::seconds> retry_after,
-                                             std::mt19937_64& rng) const {
-  double base = static_cast<double>(initial.count()) * std::pow(multiplier, std::max(0, attempt - 1));
-  base = std::min(base, static_cast<double>(max.count()));
-  std::uniform_real_distribution<double> jitter(0.0, base);
-  auto d = std::chrono::milliseconds(static_cast<std::int64_t>(jitter(rng)));
+std::chrono::milliseconds retry_delay(const core::RetryPolicy& policy, int attempt,
+                                      std::optional<std::chrono::seconds> retry_after, std::mt19937_64& rng) {
+  double base = static_cast<double>(policy.initial.count()) * std::pow(policy.multiplier, std::max(0, attempt - 1));
+  base = std::min(base, static_cast<double>(policy.max.count()));
+  if (policy.jitter == core::Jitter::kFull) {
+    // Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"): spreads a herd of failed clients.
+    std::uniform_real_distribution<double> jitter(0.0, base);
+    base = jitter(rng);
+  }
+  auto d = std::chrono::milliseconds(static_cast<std::int64_t>(base));
   if (retry_after) {
-    auto ra = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(*retry_after), retry_after_max);
+    auto ra = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(*retry_after), policy.retry_after_max);
     d = std::max(d, ra);
   }
   return d;
+}
+
+bool retry_allowed(const core::RetryPolicy& policy, const core::TransferResult& r) {
+  const core::RetryOn& on = policy.retry_on;
+  switch (r.category) {
+    case core::ErrorCategory::kHttpStatus:
+      return std::binary_search(on.statuses.begin(), on.statuses.end(), static_cast<int>(r.http_status));
+    case core::ErrorCategory::kResolve:
+    case core::ErrorCategory::kConnect:
+      return r.retryable && on.connect;
+    case core::ErrorCategory::kTimeout:
+      return r.retryable && on.timeout;
+    case core::ErrorCategory::kPartial:
+      return r.retryable && on.partial;
+    case core::ErrorCategory::kTls:
+      return on.tls;
+    default:
+      // Protocol trouble that is worth another try (a resume the server refused, a digest the server says
+      // does not match): the transfer decides.
+      return r.retryable;
+  }
 }
 
 Scheduler::Scheduler(uv_loop_t* loop, const StrategyFactory& make_strategy, Options options)
@@ -40,11 +65,13 @@ Scheduler::Scheduler(uv_loop_t* loop, const StrategyFactory& make_strategy, Opti
       options_(std::move(options)),
       retry_timer_(loop),
       release_timer_(loop),
+      pause_timer_(loop),
       rng_(std::random_device{}()) {}
 
 void Scheduler::drain(std::function<void()> done) {
   draining_ = true;
   retry_timer_.close();
+  pause_timer_.close();
   drain_done_ = std::move(done);
   // The current strategy and every retiring one must report all they run; the retiring ones drain already.
   draining_strategies_ += 1;
@@ -97,6 +124,7 @@ core::JobId Scheduler::add(core::TransferRequest request) {
   request.id = id;
   request.attempt = 0;
   JobRecord record;
+  record.origin = curl::origin_of(request.url);
   record.request = std::move(request);
   jobs_.emplace(id, std::move(record));
   queue_.insert(key_of(jobs_.at(id)));
@@ -104,15 +132,29 @@ core::JobId Scheduler::add(core::TransferRequest request) {
   return id;
 }
 
+bool Scheduler::host_blocked(const Host& host) const {
+  if (host.paused_until > Clock::now()) return true;
+  return options_.per_host > 0 && host.running >= static_cast<std::size_t>(options_.per_host);
+}
+
 void Scheduler::dispatch() {
   if (draining_) return;
   auto cap = static_cast<std::size_t>(std::max(1, strategy_->capacity()));
   while (running_ < cap && !queue_.empty()) {
-    core::JobId id = queue_.begin()->id;
+    const QueueKey key = *queue_.begin();
     queue_.erase(queue_.begin());
-    auto it = jobs_.find(id);
+    auto it = jobs_.find(key.id);
     if (it == jobs_.end() || it->second.state != JobState::kQueued) continue;
     auto& job = it->second;
+    Host& host = hosts_[job.origin];
+    if (host_blocked(host)) {
+      // Held back here, not in the strategy: time waiting for the origin never counts against the transfer's
+      // own timeouts.
+      host.parked.insert(key);
+      ++parked_;
+      continue;
+    }
+    ++host.running;
     job.state = JobState::kRunning;
     job.runner = strategy_.get();
     ++job.request.attempt;
@@ -120,6 +162,71 @@ void Scheduler::dispatch() {
     if (options_.on_started) options_.on_started(job);
     strategy_->submit(job.request);
   }
+}
+
+void Scheduler::unpark(Host& host) {
+  if (host.parked.empty() || host.paused_until > Clock::now()) return;
+  std::size_t room = host.parked.size();
+  if (options_.per_host > 0) {
+    const auto cap = static_cast<std::size_t>(options_.per_host);
+    room = std::min(room, host.running >= cap ? 0 : cap - host.running);
+  }
+  while (room-- > 0) {
+    queue_.insert(*host.parked.begin());
+    host.parked.erase(host.parked.begin());
+    --parked_;
+  }
+}
+
+void Scheduler::release_host(const std::string& origin) {
+  auto it = hosts_.find(origin);
+  if (it == hosts_.end()) return;
+  Host& host = it->second;
+  if (host.running > 0) --host.running;
+  unpark(host);
+  if (host.running == 0 && host.parked.empty() && host.paused_until <= Clock::now()) hosts_.erase(it);
+}
+
+void Scheduler::set_per_host(int per_host) {
+  options_.per_host = per_host;
+  for (auto& [origin, host] : hosts_) unpark(host);
+  dispatch();
+}
+
+void Scheduler::pause_origin(const std::string& origin, std::chrono::milliseconds for_how_long) {
+  if (for_how_long.count() <= 0) return;
+  Host& host = hosts_[origin];
+  const auto until = Clock::now() + for_how_long;
+  if (until <= host.paused_until) return;
+  host.paused_until = until;
+  spdlog::warn("origin {} asked to back off: no new transfers to it for {}ms", origin, for_how_long.count());
+  pauses_.push(Pause{until, origin});
+  arm_pause_timer();
+}
+
+void Scheduler::arm_pause_timer() {
+  if (!pause_timer_) return;
+  if (pauses_.empty()) {
+    pause_timer_.stop();
+    return;
+  }
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(pauses_.top().until - Clock::now());
+  pause_timer_.start(static_cast<std::uint64_t>(std::max<std::int64_t>(0, wait.count()) + 1), 0,
+                     [this] { on_pause_timer(); });
+}
+
+void Scheduler::on_pause_timer() {
+  const auto now = Clock::now();
+  while (!pauses_.empty() && pauses_.top().until <= now) {
+    const std::string origin = pauses_.top().origin;
+    pauses_.pop();
+    auto it = hosts_.find(origin);
+    if (it == hosts_.end() || it->second.paused_until > now) continue;  // paused again meanwhile: a later entry
+    unpark(it->second);
+    if (it->second.running == 0 && it->second.parked.empty()) hosts_.erase(it);
+  }
+  arm_pause_timer();
+  dispatch();
 }
 
 void Scheduler::on_result(core::TransferResult result) {
@@ -133,6 +240,13 @@ void Scheduler::on_result(core::TransferResult result) {
   job.runner = nullptr;
   job.last = std::move(result);
   const auto& r = job.last;
+  const core::RetryPolicy& policy = job.request.options.retry;
+  if (r.retry_after && (r.http_status == 429 || r.http_status == 503)) {
+    // The origin asked everyone to wait, not only this job.
+    pause_origin(job.origin, std::min(std::chrono::duration_cast<std::chrono::milliseconds>(*r.retry_after),
+                                      policy.retry_after_max));
+  }
+  release_host(job.origin);
   if (r.ok()) {
     finish(job, JobState::kDone);
   } else if (r.category == core::ErrorCategory::kCancelled) {
@@ -140,10 +254,10 @@ void Scheduler::on_result(core::TransferResult result) {
   } else {
     job.attempt_errors.push_back(r.message);
     int attempt = job.request.attempt;
-    if (r.retryable && attempt <= options_.retry.retries) {
-      auto delay = options_.retry.delay(attempt, r.retry_after, rng_);
+    if (attempt <= policy.retries && retry_allowed(policy, r)) {
+      auto delay = retry_delay(policy, attempt, r.retry_after, rng_);
       spdlog::warn("job {} attempt {}/{} failed: {}; retrying in {}ms", job.request.id, attempt,
-                   options_.retry.retries + 1, r.message, delay.count());
+                   policy.retries + 1, r.message, delay.count());
       job.state = JobState::kRetryWait;
       ++waiting_;
       retries_.push(Due{Clock::now() + delay, job.request.id});
@@ -205,7 +319,13 @@ void Scheduler::cancel(core::JobId id) {
   auto& job = it->second;
   switch (job.state) {
     case JobState::kQueued:
-      queue_.erase(key_of(job));
+      if (queue_.erase(key_of(job)) == 0) {
+        if (auto h = hosts_.find(job.origin); h != hosts_.end() && h->second.parked.erase(key_of(job)) != 0) {
+          --parked_;
+          if (h->second.running == 0 && h->second.parked.empty() && h->second.paused_until <= Clock::now())
+            hosts_.erase(h);
+        }
+      }
       job.last.category = core::ErrorCategory::kCancelled;
       job.last.message = "cancelled before it started";
       finish(job, JobState::kCancelled);
@@ -242,7 +362,7 @@ void Scheduler::check_idle() {
 stats::Counters Scheduler::counters() const {
   stats::Counters c;
   c.active = running_;
-  c.queued = queue_.size() + waiting_;
+  c.queued = queue_.size() + parked_ + waiting_;
   c.done = done_;
   c.failed = failed_;
   c.bytes = strategy_->snapshot().bytes + retired_bytes_;

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// The scheduler owns the queue of runnable jobs, keeps at most strategy.capacity() transfers in flight, retries
-// retryable failures after an exponential backoff with full jitter (honouring Retry-After), and decides each
-// job's fate. It is strategy-agnostic: it only sees the Strategy interface.
+// The scheduler owns the queue of runnable jobs, keeps at most strategy.capacity() transfers in flight and at
+// most limits.per_host to one origin, pauses an origin that answered 429/503 with Retry-After, retries what
+// each job's retry policy allows after an exponential backoff with jitter (honouring Retry-After), and decides
+// each job's fate. It is strategy-agnostic: it only sees the Strategy interface.
 // Thread: the control loop thread only.
 
 #include <chrono>
 #include <set>
 #include <functional>
+#include <optional>
 #include <queue>
 #include <random>
 #include <string>
@@ -21,18 +23,14 @@
 
 namespace fetchd::scheduler {
 
-struct RetryPolicy {
-  int retries = 3;  // attempts after the first
-  std::chrono::milliseconds initial{std::chrono::seconds(1)};
-  std::chrono::milliseconds max{std::chrono::minutes(5)};
-  double multiplier = 2.0;
-  std::chrono::milliseconds retry_after_max{std::chrono::hours(1)};
+// The delay before attempt `attempt + 1`, given that `attempt` (>= 1) attempts failed: min(max, initial *
+// multiplier^(attempt-1)), with full jitter over [0, that] unless jitter is none, but never earlier than a
+// Retry-After (clamped to retry_after_max).
+std::chrono::milliseconds retry_delay(const core::RetryPolicy& policy, int attempt,
+                                      std::optional<std::chrono::seconds> retry_after, std::mt19937_64& rng);
 
-  // The delay before attempt `attempt + 1`, given that `attempt` (>= 1) attempts failed: full jitter over
-  // min(max, initial * multiplier^(attempt-1)), but never earlier than a Retry-After (clamped).
-  std::chrono::milliseconds delay(int attempt, std::optional<std::chrono::seconds> retry_after,
-                                  std::mt19937_64& rng) const;
-};
+// Whether the policy's retry_on covers this failure (the attempt count is checked separately).
+bool retry_allowed(const core::RetryPolicy& policy, const core::TransferResult& result);
 
 enum class JobState { kQueued, kRunning, kRetryWait, kDone, kFailed, kCancelled };
 std::string_view to_string(JobState s);
@@ -43,12 +41,13 @@ struct JobRecord {
   core::TransferResult last;      // the latest attempt's result
   std::vector<std::string> attempt_errors;  // one line per failed attempt
   strategy::Strategy* runner = nullptr;     // the strategy running it (kRunning only)
+  std::string origin;                       // "scheme://host:port", what limits.per_host counts
 };
 
 class Scheduler {
  public:
   struct Options {
-    RetryPolicy retry;
+    int per_host = 0;  // simultaneous transfers to one origin; 0 = no limit
     // Called when an attempt starts (state kRunning, request.attempt counts it).
     std::function<void(const JobRecord&)> on_started;
     // Called when an attempt failed and another one is scheduled (state kRetryWait, last = the failure).
@@ -72,7 +71,7 @@ class Scheduler {
   // Transfers started from now on run on a new strategy (config reload); the old one finishes what it runs
   // (results arrive as usual) and is released afterwards.
   void replace_strategy(const StrategyFactory& make_strategy);
-  void set_retry_policy(const RetryPolicy& retry) { options_.retry = retry; }
+  void set_per_host(int per_host);
   // Cancels one job wherever it is; a running transfer is asked to stop and reports kCancelled.
   void cancel(core::JobId id);
   // Cancels everything (queued, waiting, running).
@@ -82,8 +81,9 @@ class Scheduler {
   void drain(std::function<void()> done);
 
   strategy::Strategy& strategy() { return *strategy_; }
-  bool idle() const { return running_ == 0 && queue_.empty() && waiting_ == 0; }
-  std::size_t runnable() const { return queue_.size(); }  // queued, not running, not waiting for a retry
+  bool idle() const { return running_ == 0 && queue_.empty() && waiting_ == 0 && parked_ == 0; }
+  // Queued, not running, not waiting for a retry (including those held back by their origin's limit or pause).
+  std::size_t runnable() const { return queue_.size() + parked_; }
   std::size_t running() const { return running_; }
   bool contains(core::JobId id) const { return jobs_.count(id) != 0; }
   // Body bytes so far of each running transfer whose strategy can tell (see Strategy::progress).
@@ -100,6 +100,13 @@ class Scheduler {
   void check_idle();
   void retire(std::unique_ptr<strategy::Strategy> old);
   void maybe_finish_drain();
+  struct Host;
+  bool host_blocked(const Host& host) const;
+  void unpark(Host& host);  // moves as many parked jobs back to the queue as the origin can take now
+  void pause_origin(const std::string& origin, std::chrono::milliseconds for_how_long);
+  void arm_pause_timer();
+  void on_pause_timer();
+  void release_host(const std::string& origin);
 
   using Clock = std::chrono::steady_clock;
   struct Due {
@@ -118,6 +125,7 @@ class Scheduler {
   Options options_;
   uv::Timer retry_timer_;
   uv::Timer release_timer_;
+  uv::Timer pause_timer_;  // fires when the earliest origin pause ends
   std::mt19937_64 rng_;
   std::unordered_map<core::JobId, JobRecord> jobs_;
   // Runnable jobs in run order: priority descending, then id (so, among equals, the order they came in).
@@ -128,6 +136,21 @@ class Scheduler {
   };
   static QueueKey key_of(const JobRecord& job) { return {job.request.priority, job.request.id}; }
   std::set<QueueKey> queue_;
+  // Per origin: transfers running, a pause after 429/503 + Retry-After, and the runnable jobs held back by
+  // either (in run order). An entry lives while any of these is non-empty.
+  struct Host {
+    std::size_t running = 0;
+    Clock::time_point paused_until{};
+    std::set<QueueKey> parked;
+  };
+  std::unordered_map<std::string, Host> hosts_;
+  std::size_t parked_ = 0;
+  struct Pause {
+    Clock::time_point until;
+    std::string origin;
+    bool operator>(const Pause& o) const { return until > o.until; }
+  };
+  std::priority_queue<Pause, std::vector<Pause>, std::greater<>> pauses_;
   std::priority_queue<Due, std::vector<Due>, std::greater<>> retries_;
   core::JobId next_id_ = 1;
   std::size_t running_ = 0;

@@ -29,6 +29,7 @@
 #include "fetchd/service/systemd.hpp"
 #include "fetchd/stats/stats.hpp"
 #include "fetchd/store/job_store.hpp"
+#include "fetchd/transfer/sink.hpp"
 #include "fetchd/uv/loop.hpp"
 
 namespace fetchd::service {
@@ -58,10 +59,12 @@ store::SqliteOptions sqlite_options(const config::Config& c) {
   return o;
 }
 
-scheduler::RetryPolicy retry_policy(const config::Config& c) {
-  scheduler::RetryPolicy r;
-  r.retries = c.retries;
-  return r;
+// The configured job behind each config key, for its own options (retries, max_size, rate, ...), which the
+// store does not keep: the config file is their source of truth, also after a reload.
+std::unordered_map<std::string, const config::Job*> config_jobs_by_key(const config::Config& c) {
+  std::unordered_map<std::string, const config::Job*> out;
+  for (const auto& job : c.jobs) out.emplace(config_key(c.dest_path(job).string(), job.url), &job);
+  return out;
 }
 
 std::optional<gid_t> group_id(const std::string& name) {
@@ -90,7 +93,9 @@ class Daemon {
         sigterm_(loop_.get()),
         sigint_(loop_.get()),
         sighup_(loop_.get()),
-        throughput_(std::string(config::to_string(config_->strategy.kind))) {}
+        throughput_(std::string(config::to_string(config_->strategy.kind))) {
+    config_jobs_ = config_jobs_by_key(*config_);
+  }
 
   int run();
 
@@ -142,6 +147,7 @@ class Daemon {
 
   fs::path config_path_;
   std::unique_ptr<config::Config> config_;
+  std::unordered_map<std::string, const config::Job*> config_jobs_;  // config_key -> job of config_
   std::unique_ptr<store::JobStore> store_;
   uv::Loop loop_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
@@ -210,7 +216,7 @@ int Daemon::run() {
 
   // The scheduler (and its strategy: threads, worker processes) only once the socket is ours.
   scheduler::Scheduler::Options opts;
-  opts.retry = retry_policy(*config_);
+  opts.per_host = config_->limits.per_host;
   opts.on_started = [this](const scheduler::JobRecord& j) { on_started(j); };
   opts.on_retry = [this](const scheduler::JobRecord& j) { on_retry(j); };
   opts.on_finished = [this](const scheduler::JobRecord& j) { on_finished(j); };
@@ -483,6 +489,7 @@ void Daemon::refill() {
 
 void Daemon::add_to_scheduler(const store::Job& job) {
   config::Job cj;
+  if (auto it = config_jobs_.find(job.key); it != config_jobs_.end()) cj = *it->second;
   cj.url = job.url;
   cj.headers = job.headers;
   core::TransferRequest r;
@@ -490,6 +497,7 @@ void Daemon::add_to_scheduler(const store::Job& job) {
   r.url = job.url;
   r.dest = job.dest;
   r.sha256 = job.sha256;
+  r.sha512 = cj.sha512;
   r.expected_size = job.size;
   r.on_exists = config_->output.on_exists;
   r.fsync = config_->output.fsync;
@@ -536,6 +544,11 @@ void Daemon::on_finished(const scheduler::JobRecord& job) {
       // does not count against its retries.
       record(id, store::State::kQueued, std::max(0, attempts - 1), "interrupted by shutdown", job.last.bytes);
       return;
+    }
+    // A cancelled transfer keeps its .part (a shutdown resumes it); a job cancelled for good has no use for it.
+    const std::string part = transfer::part_path_for(job.request.dest);
+    if (::unlink(part.c_str()) != 0 && errno != ENOENT) {
+      spdlog::warn("job {}: remove {}: {}", id, part, std::strerror(errno));
     }
   }
   record(id, state, attempts, job.last.ok() ? "" : job.last.message, job.last.bytes);
@@ -841,8 +854,9 @@ std::vector<std::string> Daemon::reload(std::size_t* added_out) {
     return {e.what()};
   }
   notifier_.reloading();
-  if (fresh->control != config_->control || fresh->state != config_->state) {
-    spdlog::warn("reload: control.* and state.* changes take effect at the next start");
+  if (fresh->control != config_->control || fresh->state != config_->state ||
+      fresh->security != config_->security) {
+    spdlog::warn("reload: control.*, state.* and security.redact_query changes take effect at the next start");
   }
   std::error_code ec;
   fs::create_directories(fresh->output.dir, ec);
@@ -856,7 +870,8 @@ std::vector<std::string> Daemon::reload(std::size_t* added_out) {
   }
   enqueue_config_jobs(*fresh);
   config_ = std::move(fresh);
-  scheduler_->set_retry_policy(retry_policy(*config_));
+  config_jobs_ = config_jobs_by_key(*config_);
+  scheduler_->set_per_host(config_->limits.per_host);
   window_ = window_for(*config_);
   if (strategy_changed && !shutting_down_) {
     spdlog::info("reload: strategy now {} concurrency={}, for transfers started from now on",
@@ -892,6 +907,8 @@ int run_daemon(const fs::path& config_path) {
     return kExitConfig;
   }
   spdlog::set_level(spdlog::level::from_str(config.log.level));
+  // Once, before any thread: transfers read it concurrently (a reload keeps the start-up list).
+  curl::set_redacted_query(config.security.redact_query);
   std::unique_ptr<store::JobStore> store;
   core::UniqueFd lock;
   try {

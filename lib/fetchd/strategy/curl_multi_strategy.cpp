@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -26,12 +27,13 @@ core::TransferResult cancelled_result(core::JobId id, std::uint64_t bytes) {
 }  // namespace
 
 CurlMultiStrategy::CurlMultiStrategy(const config::StrategyConfig& config, int file_threads, uv_loop_t* loop,
-                                     ResultCallback on_result)
+                                     ResultCallback on_result, std::shared_ptr<transfer::RateLimiter> limiter)
     : capacity_(config.concurrency),
       on_result_(std::move(on_result)),
       file_workers_(loop, file_threads),
       async_(loop, [this] { on_completions(); }),
-      wakeup_target_(multi_.get()) {
+      wakeup_target_(multi_.get()),
+      limiter_(std::move(limiter)) {
   // As event-loop: connections capped at the transfer cap, and a cache that keeps one per transfer for reuse.
   multi_.set(CURLMOPT_MAX_TOTAL_CONNECTIONS, static_cast<long>(capacity_), "CURLMOPT_MAX_TOTAL_CONNECTIONS");
   multi_.set(CURLMOPT_MAXCONNECTS, static_cast<long>(capacity_), "CURLMOPT_MAXCONNECTS");
@@ -51,6 +53,8 @@ void CurlMultiStrategy::submit(core::TransferRequest request) {
   if (draining_) throw std::logic_error("CurlMultiStrategy::submit after drain");
   const core::JobId id = request.id;
   auto transfer = std::make_unique<transfer::Transfer>(std::move(request));
+  // The listener is called (and the gate used) on the multi thread only, which drives the transfer.
+  if (limiter_) transfer->set_rate_limiter(limiter_.get(), this);
   auto* raw = transfer.get();
   entries_.emplace(id, Entry{std::move(transfer), Stage::kPreparing, false});
   auto early = std::make_shared<std::optional<core::TransferResult>>();
@@ -172,6 +176,7 @@ void CurlMultiStrategy::run() noexcept {
       stop = multi_apply(commands, running, done);
       commands.clear();
       if (!stop) {
+        multi_resume_paused(running, done);
         int still_running = 0;
         const CURLMcode rc = curl_multi_perform(multi_.get(), &still_running);
         if (rc != CURLM_OK) spdlog::error("curl-multi: curl_multi_perform: {}", curl::describe(rc));
@@ -186,7 +191,7 @@ void CurlMultiStrategy::run() noexcept {
         async_.send();
       }
       if (stop) break;
-      const CURLMcode rc = curl_multi_poll(multi_.get(), nullptr, 0, kPollTimeoutMs, nullptr);
+      const CURLMcode rc = curl_multi_poll(multi_.get(), nullptr, 0, multi_poll_timeout_ms(), nullptr);
       if (rc != CURLM_OK) spdlog::error("curl-multi: curl_multi_poll: {}", curl::describe(rc));
     }
     // Only reached with easy handles left when the strategy is destroyed without a completed drain; they must
@@ -254,6 +259,39 @@ void CurlMultiStrategy::multi_read_done(Running& running, std::vector<Completion
     running.erase(id);
     // finish() reads the easy handle's info: it belongs on the thread that drove the transfer.
     out.push_back(Completion{id, t->finish(code)});
+  }
+}
+
+void CurlMultiStrategy::rate_paused(transfer::Transfer& transfer, std::chrono::steady_clock::time_point) {
+  // Inside curl's write callback, on the multi thread: remember it; the loop resumes it (outside callbacks)
+  // and shortens its poll to the limiter's wait.
+  paused_.push_back(Paused{transfer.request().id, &transfer});
+}
+
+int CurlMultiStrategy::multi_poll_timeout_ms() {
+  if (paused_.empty()) return kPollTimeoutMs;
+  // Rounded up: waking early only finds the limiter in debt and polls again.
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(limiter_->wait()).count();
+  return static_cast<int>(std::min<std::int64_t>(wait, kPollTimeoutMs));
+}
+
+void CurlMultiStrategy::multi_resume_paused(Running& running, std::vector<Completion>& out) {
+  // Oldest first, while the limiter is out of debt: each resumed transfer takes the tokens for its held bytes
+  // inside curl_easy_pause, so this stops once they are spent (see EventLoopStrategy::resume_paused).
+  while (!paused_.empty() && limiter_->wait().count() == 0) {
+    const Paused p = paused_.front();
+    paused_.pop_front();
+    auto it = running.find(p.id);
+    if (it == running.end() || it->second != p.transfer || !p.transfer->rate_paused()) continue;
+    // Not inside a curl callback: legal for curl_easy_pause, which calls our write callback itself.
+    const CURLcode rc = curl_easy_pause(p.transfer->easy(), CURLPAUSE_CONT);
+    if (rc != CURLE_OK) {
+      // The held bytes could not be written (cancel, disk error): end the transfer as a completion would.
+      const CURLMcode mrc = curl_multi_remove_handle(multi_.get(), p.transfer->easy());
+      if (mrc != CURLM_OK) spdlog::error("curl-multi: curl_multi_remove_handle: {}", curl::describe(mrc));
+      running.erase(it);
+      out.push_back(Completion{p.id, p.transfer->finish(rc)});
+    }
   }
 }
 

@@ -7,10 +7,15 @@
 // multi thread ever waits for the disk:
 //   control: submit → FileWorkers: prepare() → control: add → multi thread: transfer, finish()
 //   → control: FileWorkers: publish() → control: result callback.
+// limits.rate: a transfer that must wait for the shared RateLimiter pauses (CURL_WRITEFUNC_PAUSE); the
+// multi thread resumes the oldest paused transfers with curl_easy_pause(CURLPAUSE_CONT) between
+// curl_multi_poll calls, whose timeout it shortens to the limiter's wait.
 // Thread: every public method on the control loop thread; run() and everything named multi_* on the multi
 // thread only.
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,11 +31,12 @@
 
 namespace fetchd::strategy {
 
-class CurlMultiStrategy final : public Strategy {
+class CurlMultiStrategy final : public Strategy, private transfer::RatePauseListener {
  public:
-  // file_threads: see FileWorkers (1 without fsync, a few with). Starts the multi thread.
+  // file_threads: see FileWorkers (1 without fsync, a few with). limiter: limits.rate shared by every
+  // transfer (nullptr: none). Starts the multi thread.
   CurlMultiStrategy(const config::StrategyConfig& config, int file_threads, uv_loop_t* loop,
-                    ResultCallback on_result);
+                    ResultCallback on_result, std::shared_ptr<transfer::RateLimiter> limiter = nullptr);
   // Contract shared with the other strategies: destroyed only after drain() called done. If not (an exception
   // unwinding the owner), the thread is stopped and joined here and no result is delivered any more.
   ~CurlMultiStrategy() override;
@@ -80,6 +86,9 @@ class CurlMultiStrategy final : public Strategy {
   using Running = std::unordered_map<core::JobId, transfer::Transfer*>;
   bool multi_apply(const std::vector<Command>& commands, Running& running, std::vector<Completion>& out);
   void multi_read_done(Running& running, std::vector<Completion>& out);
+  void rate_paused(transfer::Transfer& transfer, std::chrono::steady_clock::time_point wake) override;
+  void multi_resume_paused(Running& running, std::vector<Completion>& out);
+  int multi_poll_timeout_ms();
 
   int capacity_;
   ResultCallback on_result_;
@@ -94,6 +103,13 @@ class CurlMultiStrategy final : public Strategy {
   mutable std::mutex mutex_;
   std::vector<Command> commands_;        // guarded by mutex_
   std::vector<Completion> completions_;  // guarded by mutex_
+
+  std::shared_ptr<transfer::RateLimiter> limiter_;  // thread-safe; set once
+  struct Paused {
+    core::JobId id;
+    transfer::Transfer* transfer;
+  };
+  std::deque<Paused> paused_;  // multi thread only: transfers the limiter paused, oldest first
 
   // Control loop state.
   std::unordered_map<core::JobId, Entry> entries_;

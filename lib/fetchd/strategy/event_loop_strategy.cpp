@@ -18,11 +18,13 @@ core::TransferResult failure(core::JobId id, core::ErrorCategory category, std::
 }  // namespace
 
 EventLoopStrategy::EventLoopStrategy(const config::StrategyConfig& config, int file_threads, uv_loop_t* loop,
-                                     ResultCallback on_result)
+                                     ResultCallback on_result, std::shared_ptr<transfer::RateLimiter> limiter)
     : loop_(loop),
       capacity_(config.concurrency),
       on_result_(std::move(on_result)),
-      file_workers_(loop, file_threads) {
+      file_workers_(loop, file_threads),
+      limiter_(std::move(limiter)) {
+  if (limiter_) rate_timer_ = uv::Timer(loop);
   int shards = std::max(1, (capacity_ + kShardTransfers - 1) / kShardTransfers);
   // Least-loaded placement keeps every shard at or below ceil(capacity / shards) transfers.
   long per_shard = (capacity_ + shards - 1) / shards;
@@ -62,6 +64,8 @@ void EventLoopStrategy::Shard::close() {
 
 void EventLoopStrategy::close_all() {
   closing_ = true;
+  paused_.clear();
+  rate_timer_.close();
   for (auto& shard : shards_) shard->close();
   file_workers_.stop();
 }
@@ -70,6 +74,7 @@ void EventLoopStrategy::submit(core::TransferRequest request) {
   if (draining_) throw std::logic_error("EventLoopStrategy::submit after drain");
   core::JobId id = request.id;
   auto transfer = std::make_unique<transfer::Transfer>(std::move(request));
+  if (limiter_) transfer->set_rate_limiter(limiter_.get(), this);
   auto* raw = transfer.get();
   entries_.emplace(id, Entry{std::move(transfer), Stage::kPreparing, false, nullptr});
   auto early = std::make_shared<std::optional<core::TransferResult>>();
@@ -230,6 +235,58 @@ void EventLoopStrategy::maybe_finish_drain() {
   auto done = std::move(drain_done_);
   drain_done_ = nullptr;
   done();
+}
+
+void EventLoopStrategy::rate_paused(transfer::Transfer& transfer,
+                                    std::chrono::steady_clock::time_point wake) {
+  // Inside curl's write callback: only remember it and arm the timer; curl is called from the timer.
+  paused_.push_back(Paused{transfer.request().id, &transfer});
+  arm_rate_timer(wake);
+}
+
+void EventLoopStrategy::arm_rate_timer(std::chrono::steady_clock::time_point wake) {
+  if (closing_ || (rate_timer_due_ && *rate_timer_due_ <= wake)) return;
+  // At most one sleep slice ahead: the rate may change meanwhile (process-pool's workers), and a wake
+  // computed at the old rate would be too late.
+  wake = std::min(wake, std::chrono::steady_clock::now() + transfer::RateGate::kSleepSlice);
+  rate_timer_due_ = wake;
+  const auto left = wake - std::chrono::steady_clock::now();
+  // Rounded up: a timer that fires early finds the limiter still in debt and only re-arms.
+  const auto ms = std::max<std::int64_t>(0, std::chrono::ceil<std::chrono::milliseconds>(left).count());
+  rate_timer_.start(static_cast<std::uint64_t>(ms), 0, [this] {
+    rate_timer_due_.reset();
+    resume_paused();
+  });
+}
+
+void EventLoopStrategy::resume_paused() {
+  // Oldest first, and only while the limiter is out of debt: each resumed transfer is handed its held bytes
+  // inside curl_easy_pause and takes their tokens there, so the loop stops once they are spent. A transfer
+  // that is not resumed keeps its place at the front.
+  while (!paused_.empty() && !closing_) {
+    const auto wait = limiter_->wait();
+    if (wait.count() > 0) {
+      arm_rate_timer(std::chrono::steady_clock::now() + wait);
+      return;
+    }
+    const Paused p = paused_.front();
+    paused_.pop_front();
+    auto it = entries_.find(p.id);
+    if (it == entries_.end() || it->second.transfer.get() != p.transfer ||
+        it->second.stage != Stage::kRunning || !p.transfer->rate_paused()) {
+      continue;  // finished, cancelled or failed while it waited
+    }
+    // Outside any curl callback (a timer), as curl_easy_pause requires of a multi_socket application: it
+    // calls our write, socket and timer callbacks itself.
+    const CURLcode rc = curl_easy_pause(p.transfer->easy(), CURLPAUSE_CONT);
+    if (rc != CURLE_OK) {
+      // The held bytes could not be delivered (the write callback failed: cancel, disk error). curl does not
+      // end the transfer by itself here: do it as a completion would.
+      Entry& entry = it->second;
+      remove_from_shard(entry);
+      start_publish(p.id, p.transfer->finish(rc));
+    }
+  }
 }
 
 StrategySnapshot EventLoopStrategy::snapshot() const {

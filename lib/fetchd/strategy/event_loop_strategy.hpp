@@ -10,9 +10,15 @@
 // reusable connection by walking every connection to the same host (ConnectionExists), which is quadratic with
 // thousands of transfers to one origin in one multi handle (docs/benchmarks.md). Connections are reused within
 // a shard.
+// limits.rate: every transfer takes tokens from one RateLimiter; one that must wait returns
+// CURL_WRITEFUNC_PAUSE and joins a FIFO, and one uv timer (for the whole strategy, whatever the shard)
+// resumes the oldest paused transfers with curl_easy_pause(CURLPAUSE_CONT) once the limiter is out of debt.
 // Thread: the control loop thread only.
 
+#include <chrono>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -24,13 +30,14 @@
 
 namespace fetchd::strategy {
 
-class EventLoopStrategy final : public Strategy {
+class EventLoopStrategy final : public Strategy, private transfer::RatePauseListener {
  public:
   static constexpr int kShardTransfers = 512;
 
-  // file_threads: see FileWorkers (1 without fsync, a few with).
+  // file_threads: see FileWorkers (1 without fsync, a few with). limiter: limits.rate shared by every
+  // transfer (nullptr: none); process-pool's workers change its rate while transfers run.
   EventLoopStrategy(const config::StrategyConfig& config, int file_threads, uv_loop_t* loop,
-                    ResultCallback on_result);
+                    ResultCallback on_result, std::shared_ptr<transfer::RateLimiter> limiter = nullptr);
   ~EventLoopStrategy() override;
 
   std::string_view name() const override { return "event-loop"; }
@@ -72,6 +79,10 @@ class EventLoopStrategy final : public Strategy {
   void deliver(core::JobId id, core::TransferResult result);
   void maybe_finish_drain();
   void close_all();
+  // limits.rate: a transfer's write callback paused it; resume_paused() runs from rate_timer_.
+  void rate_paused(transfer::Transfer& transfer, std::chrono::steady_clock::time_point wake) override;
+  void arm_rate_timer(std::chrono::steady_clock::time_point wake);
+  void resume_paused();
 
   uv_loop_t* loop_;
   int capacity_;
@@ -80,6 +91,14 @@ class EventLoopStrategy final : public Strategy {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::unordered_map<core::JobId, Entry> entries_;
   std::uint64_t finished_bytes_ = 0;
+  std::shared_ptr<transfer::RateLimiter> limiter_;
+  struct Paused {
+    core::JobId id;
+    transfer::Transfer* transfer;  // compared with the entry's: the job may have moved on to another attempt
+  };
+  std::deque<Paused> paused_;  // oldest first
+  uv::Timer rate_timer_;
+  std::optional<std::chrono::steady_clock::time_point> rate_timer_due_;  // while armed
   bool draining_ = false;
   std::function<void()> drain_done_;
   // Set once the shards are torn down: late callbacks from curl_multi_cleanup must not touch the loop any more.

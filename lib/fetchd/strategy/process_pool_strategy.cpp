@@ -50,8 +50,9 @@ int workers_for(const config::StrategyConfig& config) {
 }  // namespace
 
 ProcessPoolStrategy::ProcessPoolStrategy(const config::StrategyConfig& config, bool fsync, uv_loop_t* loop,
-                                         ResultCallback on_result)
-    : loop_(loop),
+                                         ResultCallback on_result, std::uint64_t rate)
+    : rate_(rate),
+      loop_(loop),
       on_result_(std::move(on_result)),
       capacity_(std::max(1, config.concurrency)),
       worker_exe_(config.worker_exe),
@@ -75,6 +76,11 @@ ProcessPoolStrategy::ProcessPoolStrategy(const config::StrategyConfig& config, b
     // The remainder goes one each to the first slots: capacities differ by at most one.
     slot->capacity = capacity_ / count + (i < capacity_ % count ? 1 : 0);
     slot->respawn_timer = uv::Timer(loop);
+    if (rate_ > 0) {
+      // Equal shares until the first rebalance; each worker hears its share before its first job.
+      slot->rate_share = std::max<std::uint64_t>(1, rate_ / static_cast<std::uint64_t>(count));
+      slot->rate_weight = 1;
+    }
     slots_.push_back(std::move(slot));
   }
   try {
@@ -85,6 +91,12 @@ ProcessPoolStrategy::ProcessPoolStrategy(const config::StrategyConfig& config, b
   } catch (...) {
     kill_all();  // the destructor does not run for a constructor that throws
     throw;
+  }
+  if (rate_ > 0) {
+    rate_timer_ = uv::Timer(loop);
+    rate_timer_.start(static_cast<std::uint64_t>(kRebalanceInterval.count()),
+                      static_cast<std::uint64_t>(kRebalanceInterval.count()), [this] { rebalance_rates(); });
+    rate_timer_.ref(false);  // never what keeps the loop alive
   }
   int low = slots_.back()->capacity;
   int high = slots_.front()->capacity;
@@ -142,7 +154,46 @@ int ProcessPoolStrategy::spawn(Slot& slot) {
     return 0;
   }
   slot.worker = std::move(inc);
+  // Before any submit: the pipe keeps the order, so no transfer of this worker runs without its share.
+  if (rate_ > 0) send_rate(slot);
   return 0;
+}
+
+bool ProcessPoolStrategy::send_rate(Slot& slot) {
+  auto& w = *slot.worker;
+  if (w.input_closed) return false;
+  const int rc = w.in.write(protocol::encode(protocol::Rate{slot.rate_share}));
+  if (rc != 0) {
+    kill_broken(w, "cannot write to it: " + uv::describe(rc));
+    return false;
+  }
+  return true;
+}
+
+void ProcessPoolStrategy::rebalance_rates() {
+  if (rate_ == 0 || shutting_down_) return;
+  // Weights: the most transfers each live worker ran at once since the last rebalance, so that a worker which
+  // finished a file a moment ago still counts; an idle pool splits equally. A worker with weight 0 keeps 1
+  // B/s (0 would mean "no limit"); dispatch() rebalances at once when such a worker gets a job.
+  std::size_t total = 0;
+  for (const auto& slot : slots_) {
+    const bool live = slot->worker && !slot->worker->input_closed;
+    slot->peak_jobs = std::max(slot->peak_jobs, live ? slot->worker->jobs.size() : 0);
+    if (!live) slot->peak_jobs = 0;
+    total += slot->peak_jobs;
+  }
+  for (auto& slot : slots_) {
+    const std::size_t weight = total == 0 ? 1 : slot->peak_jobs;
+    const std::size_t sum = total == 0 ? slots_.size() : total;
+    const auto share = static_cast<std::uint64_t>(
+        static_cast<long double>(rate_) * static_cast<long double>(weight) / static_cast<long double>(sum));
+    slot->rate_weight = weight;
+    slot->peak_jobs = slot->worker ? slot->worker->jobs.size() : 0;
+    const std::uint64_t next = std::max<std::uint64_t>(1, share);
+    if (next == slot->rate_share) continue;
+    slot->rate_share = next;
+    if (slot->worker) send_rate(*slot);
+  }
 }
 
 void ProcessPoolStrategy::respawn(Slot& slot) {
@@ -300,6 +351,7 @@ bool ProcessPoolStrategy::accepts_work(const Slot& slot) const {
 }
 
 void ProcessPoolStrategy::dispatch() {
+  bool rebalance = false;
   while (!queue_.empty()) {
     // Least loaded: the fewest transfers running, ties to the one with more room.
     Slot* best = nullptr;
@@ -310,7 +362,7 @@ void ProcessPoolStrategy::dispatch() {
         best = slot.get();
       }
     }
-    if (best == nullptr) return;
+    if (best == nullptr) break;
     core::JobId id = queue_.front();
     Job& job = jobs_.at(id);
     auto& w = *best->worker;
@@ -323,7 +375,12 @@ void ProcessPoolStrategy::dispatch() {
     queue_.pop_front();
     job.slot = best->index;
     w.jobs.insert(id);
+    best->peak_jobs = std::max(best->peak_jobs, w.jobs.size());
+    if (rate_ > 0 && best->rate_weight == 0) rebalance = true;
   }
+  // A worker that had no share (it was idle at the last rebalance) just got work: give it one now rather than
+  // let it trickle at 1 B/s until the next tick.
+  if (rebalance) rebalance_rates();
 }
 
 void ProcessPoolStrategy::submit(core::TransferRequest request) {
@@ -414,6 +471,7 @@ void ProcessPoolStrategy::maybe_shutdown_complete() {
   finished_ = true;
   for (auto& slot : slots_) slot->respawn_timer.close();
   deferred_timer_.close();
+  rate_timer_.close();
   auto done = std::move(drain_done_);
   drain_done_ = nullptr;
   done();

@@ -6,6 +6,10 @@
 // docs/protocol.md) and are delivered on the control loop. A worker that dies is reaped by libuv's exit
 // callback and respawned with backoff; the jobs it was running go to a live worker, invisibly to the
 // scheduler, and a job that was running in kPoisonDeaths deaths fails as kInternal "poison: ...".
+// limits.rate: each worker runs its own RateLimiter (event-loop inner: paused transfers; blocking: sleeps)
+// with a share of the budget that the pool sets with "rate" messages: an equal split at start, then every
+// kRebalanceInterval in proportion to the transfers each worker ran in that interval (its peak), and at once
+// when a worker whose share was the 1 B/s minimum of an idle one receives a job.
 // The process must ignore SIGPIPE (main() does, design.md §3): a write to a worker that just died fails with
 // EPIPE, which is handled, instead of killing the daemon.
 // Thread: the control loop thread only.
@@ -38,12 +42,14 @@ class ProcessPoolStrategy final : public Strategy {
   static constexpr std::chrono::milliseconds kStablePeriod{10000};
   // After its stdin closed at drain, a worker has this long to exit before it is killed.
   static constexpr std::chrono::milliseconds kExitGrace{10000};
+  static constexpr std::chrono::milliseconds kRebalanceInterval{1000};
 
-  // fsync: output.fsync, which sizes each worker's file threads. Starts every worker before it returns.
+  // fsync: output.fsync, which sizes each worker's file threads. rate: limits.rate in bytes/s (0: none),
+  // split across the workers. Starts every worker before it returns.
   // Throws std::invalid_argument for settings that cannot work (inner blocking with workers != concurrency)
   // and uv::Error when a worker cannot be started at all (e.g. worker_exe does not exist).
   ProcessPoolStrategy(const config::StrategyConfig& config, bool fsync, uv_loop_t* loop,
-                      ResultCallback on_result);
+                      ResultCallback on_result, std::uint64_t rate = 0);
   // Normally after drain() completed. Otherwise kills and reaps the remaining workers (blocking briefly).
   ~ProcessPoolStrategy() override;
   ProcessPoolStrategy(const ProcessPoolStrategy&) = delete;
@@ -62,6 +68,8 @@ class ProcessPoolStrategy final : public Strategy {
   pid_t worker_pid(core::JobId id) const;
   std::vector<pid_t> worker_pids() const;
   std::uint64_t worker_deaths() const { return deaths_; }
+  // The share of limits.rate last sent to slot `index` (0 without a limit).
+  std::uint64_t rate_share(int index) const { return slots_.at(static_cast<std::size_t>(index))->rate_share; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -101,6 +109,11 @@ class ProcessPoolStrategy final : public Strategy {
     uv::Timer respawn_timer;
     std::chrono::milliseconds backoff = kRespawnInitial;
     std::uint64_t spawn_failures = 0;
+    // limits.rate: this slot's share in bytes/s (what its worker was last told), the weight it was computed
+    // from, and the most transfers its worker ran at once since the last rebalance.
+    std::uint64_t rate_share = 0;
+    std::size_t rate_weight = 0;
+    std::size_t peak_jobs = 0;
   };
 
   int spawn(Slot& slot);
@@ -119,6 +132,11 @@ class ProcessPoolStrategy final : public Strategy {
   void maybe_finish_drain();
   void maybe_shutdown_complete();
   void kill_all() noexcept;
+  void rebalance_rates();
+  bool send_rate(Slot& slot);
+
+  std::uint64_t rate_ = 0;  // limits.rate; 0: none
+  uv::Timer rate_timer_;    // every kRebalanceInterval while rate_ > 0
 
   uv_loop_t* loop_;
   ResultCallback on_result_;

@@ -61,8 +61,12 @@ core::TransferResult perform(transfer::Transfer& t, CURLSH* share) {
 }  // namespace
 
 ThreadPoolStrategy::ThreadPoolStrategy(const config::StrategyConfig& config, uv_loop_t* loop,
-                                       ResultCallback on_result)
-    : capacity_(config.concurrency), on_result_(std::move(on_result)), async_(loop, [this] { on_completions(); }) {}
+                                       ResultCallback on_result,
+                                       std::shared_ptr<transfer::RateLimiter> limiter)
+    : capacity_(config.concurrency),
+      on_result_(std::move(on_result)),
+      async_(loop, [this] { on_completions(); }),
+      limiter_(std::move(limiter)) {}
 
 ThreadPoolStrategy::~ThreadPoolStrategy() {
   {
@@ -79,6 +83,7 @@ void ThreadPoolStrategy::submit(core::TransferRequest request) {
   if (active_ >= static_cast<std::size_t>(capacity_)) throw std::logic_error("ThreadPoolStrategy: over capacity");
   const core::JobId id = request.id;
   auto transfer = std::make_unique<transfer::Transfer>(std::move(request));
+  if (limiter_) transfer->set_rate_limiter(limiter_.get());  // no listener: the worker sleeps in the callback
   {
     std::lock_guard lock(mutex_);
     live_.emplace(id, transfer.get());

@@ -7,6 +7,8 @@
 // Cancel sets the Transfer's flag; its write/xferinfo callback aborts the transfer. curl calls the xferinfo
 // callback about once a second even while nothing arrives (measured with curl 7.88 for a stalled connect and
 // for a response that never starts), so a stalled transfer stops within about a second.
+// limits.rate: the workers share one RateLimiter; a transfer that must wait sleeps in its write callback in
+// slices of at most 100 ms, checking its cancel flag (rate_limiter.hpp: the sleep keeps a low-speed floor).
 // Thread: every public method on the control loop thread; run_worker() on the workers.
 
 #include <condition_variable>
@@ -26,7 +28,9 @@ namespace fetchd::strategy {
 
 class ThreadPoolStrategy final : public Strategy {
  public:
-  ThreadPoolStrategy(const config::StrategyConfig& config, uv_loop_t* loop, ResultCallback on_result);
+  // limiter: limits.rate shared by every transfer (nullptr: none).
+  ThreadPoolStrategy(const config::StrategyConfig& config, uv_loop_t* loop, ResultCallback on_result,
+                     std::shared_ptr<transfer::RateLimiter> limiter = nullptr);
   // Contract shared with the other strategies: destroyed only after drain() called done. If not, in-flight
   // transfers are cancelled and the workers joined here, and no result is delivered any more.
   ~ThreadPoolStrategy() override;
@@ -64,6 +68,7 @@ class ThreadPoolStrategy final : public Strategy {
   int capacity_;
   ResultCallback on_result_;
   uv::Async async_;
+  std::shared_ptr<transfer::RateLimiter> limiter_;  // thread-safe; set once
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -71,8 +71,14 @@ core::TransferResult perform_with_share(transfer::Transfer& t, CURLSH* share) {
 // read cancels. Thread: the worker's loop thread, except the perform itself (and share_, which only it uses).
 class SerialBlockingStrategy final : public Strategy {
  public:
-  SerialBlockingStrategy(uv_loop_t* loop, ResultCallback on_result)
-      : on_result_(std::move(on_result)), share_(make_connection_share()), thread_(loop, 1) {}
+  // limiter: the worker's share of limits.rate; the transfer sleeps in its write callback while it is in
+  // debt.
+  SerialBlockingStrategy(uv_loop_t* loop, ResultCallback on_result,
+                         std::shared_ptr<transfer::RateLimiter> limiter)
+      : on_result_(std::move(on_result)),
+        limiter_(std::move(limiter)),
+        share_(make_connection_share()),
+        thread_(loop, 1) {}
 
   std::string_view name() const override { return "blocking"; }
   int capacity() const override { return 1; }
@@ -81,6 +87,7 @@ class SerialBlockingStrategy final : public Strategy {
     if (draining_) throw std::logic_error("SerialBlockingStrategy::submit after drain");
     core::JobId id = request.id;
     auto transfer = std::make_unique<transfer::Transfer>(std::move(request));
+    if (limiter_) transfer->set_rate_limiter(limiter_.get());
     auto* raw = transfer.get();
     entries_.emplace(id, std::move(transfer));
     auto out = std::make_shared<core::TransferResult>();
@@ -126,6 +133,7 @@ class SerialBlockingStrategy final : public Strategy {
   }
 
   ResultCallback on_result_;
+  std::shared_ptr<transfer::RateLimiter> limiter_;
   Share share_;  // outlives every Transfer below: curl_share_cleanup refuses while a handle still uses it
   FileWorkers thread_;
   std::unordered_map<core::JobId, std::unique_ptr<transfer::Transfer>> entries_;
@@ -141,13 +149,14 @@ class Worker {
     auto on_result = [this](core::TransferResult r) { transfer_done(std::move(r)); };
     if (options.inner == config::InnerKind::kBlocking) {
       if (options.concurrency != 1) throw std::invalid_argument("inner blocking runs exactly one transfer");
-      inner_ = std::make_unique<SerialBlockingStrategy>(loop, std::move(on_result));
+      inner_ = std::make_unique<SerialBlockingStrategy>(loop, std::move(on_result), limiter_);
     } else {
       config::StrategyConfig sc;
       sc.kind = config::StrategyKind::kEventLoop;
       sc.concurrency = options.concurrency;
       // Same file-thread choice as make_strategy() makes for event-loop (see strategy.cpp for the reason).
-      inner_ = std::make_unique<EventLoopStrategy>(sc, options.fsync ? 4 : 1, loop, std::move(on_result));
+      inner_ = std::make_unique<EventLoopStrategy>(sc, options.fsync ? 4 : 1, loop, std::move(on_result),
+                                                   limiter_);
     }
     in_.open(options.in_fd);
     out_.open(options.out_fd);
@@ -191,6 +200,8 @@ class Worker {
         return;
       }
       inner_->submit(std::move(submit->request));
+    } else if (const auto* rate = std::get_if<protocol::Rate>(&*message)) {
+      limiter_->set_rate(rate->bytes_per_s);
     } else {
       core::JobId id = std::get<protocol::Cancel>(*message).id;
       if (running_.count(id) != 0) inner_->cancel(id);
@@ -253,6 +264,9 @@ class Worker {
     });
   }
 
+  // The worker's share of limits.rate, which the parent sets and rebalances with "rate" messages. It starts
+  // without a limit (rate 0: one atomic load per body chunk), which stays so when the parent has none.
+  std::shared_ptr<transfer::RateLimiter> limiter_ = std::make_shared<transfer::RateLimiter>(0);
   Pipe in_;
   Pipe out_;
   uv::Timer progress_;

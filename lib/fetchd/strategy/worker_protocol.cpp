@@ -166,8 +166,14 @@ json request_json(const core::TransferRequest& r) {
          {"low_speed_time_ms", r.options.low_speed_time.count()},
          {"max_redirects", r.options.max_redirects},
          {"user_agent", text(r.options.user_agent)},
+         {"max_size", r.options.max_size},
+         {"rate", r.options.rate},
+         {"ca_file", text(r.options.ca_file)},
+         {"ca_path", text(r.options.ca_path)},
+         {"deny_private_addresses", r.options.deny_private_addresses},
          {"headers", std::move(headers)}};
   if (r.sha256) j["sha256"] = text(*r.sha256);
+  if (r.sha512) j["sha512"] = text(*r.sha512);
   if (r.expected_size) j["size"] = *r.expected_size;
   return j;
 }
@@ -178,6 +184,7 @@ core::TransferRequest request_from(const json& j) {
   r.url = get_text(j, "url");
   r.dest = get_text(j, "dest");
   if (j.contains("sha256")) r.sha256 = get_text(j, "sha256");
+  if (j.contains("sha512")) r.sha512 = get_text(j, "sha512");
   if (j.contains("size")) r.expected_size = get_u64(j, "size");
   r.on_exists = on_exists_from(get_text(j, "on_exists"));
   r.fsync = get_bool(j, "fsync");
@@ -188,6 +195,11 @@ core::TransferRequest request_from(const json& j) {
   r.options.low_speed_time = get_ms(j, "low_speed_time_ms");
   r.options.max_redirects = get_int(j, "max_redirects");
   r.options.user_agent = get_text(j, "user_agent");
+  r.options.max_size = get_u64(j, "max_size");
+  r.options.rate = get_u64(j, "rate");
+  r.options.ca_file = get_text(j, "ca_file");
+  r.options.ca_path = get_text(j, "ca_path");
+  r.options.deny_private_addresses = get_bool(j, "deny_private_addresses");
   const json& headers = field(j, "headers");
   if (!headers.is_array()) throw BadMessage("'headers' must be a list");
   for (const auto& h : headers) {
@@ -207,7 +219,8 @@ json result_json(const core::TransferResult& r) {
          {"bytes", r.bytes},
          {"skipped", r.skipped},
          {"retryable", r.retryable},
-         {"sha256", text(r.sha256)}};
+         {"sha256", text(r.sha256)},
+         {"resumed_from", r.resumed_from}};
   if (r.retry_after) j["retry_after_s"] = r.retry_after->count();
   return j;
 }
@@ -227,6 +240,7 @@ core::TransferResult result_from(const json& j) {
         std::chrono::seconds(get_i64(j, "retry_after_s", 0, std::numeric_limits<std::int64_t>::max()));
   }
   r.sha256 = get_text(j, "sha256");
+  r.resumed_from = get_u64(j, "resumed_from");
   return r;
 }
 
@@ -268,6 +282,8 @@ auto decode_line(std::string_view text_line, std::string* error, Decode&& decode
 
 std::string encode(const ToWorker& message) {
   if (const auto* s = std::get_if<Submit>(&message)) return line(request_json(s->request));
+  if (const auto* r = std::get_if<Rate>(&message))
+    return line(json{{"op", "rate"}, {"bytes_per_s", r->bytes_per_s}});
   const auto& c = std::get<Cancel>(message);
   return line(json{{"op", "cancel"}, {"id", c.id}});
 }
@@ -282,6 +298,7 @@ std::optional<ToWorker> decode_to_worker(std::string_view text_line, std::string
   return decode_line(text_line, error, [](const json& j, const std::string& op) -> std::optional<ToWorker> {
     if (op == "submit") return Submit{request_from(j)};
     if (op == "cancel") return Cancel{get_u64(j, "id")};
+    if (op == "rate") return Rate{get_u64(j, "bytes_per_s")};
     throw BadMessage("unknown op for a worker");
   });
 }

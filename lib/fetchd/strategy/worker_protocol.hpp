@@ -2,8 +2,8 @@
 #pragma once
 // The worker pipe of the process-pool strategy (docs/protocol.md, "Worker pipe"): newline-delimited JSON, one
 // object per line, each with an "op". Parent -> worker on the worker's stdin: submit, cancel (EOF: finish and
-// exit). Worker -> parent on its stdout: result, progress. Both ends are the same binary (/proc/self/exe), so
-// there is no version negotiation; unknown keys are ignored, an unknown op is an error.
+// exit), rate. Worker -> parent on its stdout: result, progress. Both ends are the same binary
+// (/proc/self/exe), so there is no version negotiation; unknown keys are ignored, an unknown op is an error.
 // Strings are sent exactly: valid UTF-8 as a JSON string, anything else (a path may hold any bytes) as
 // {"hex": "..."}. Header values travel here (the pipe is private to the two processes) and are never logged.
 // Thread: pure functions and a value type; any thread.
@@ -29,6 +29,11 @@ struct Submit {
 struct Cancel {
   core::JobId id = 0;
 };
+// The worker's share of limits.rate from now on, in bytes/s (0: no limit). The parent sends one before the
+// first submit when a limit is configured, then again whenever it rebalances the shares.
+struct Rate {
+  std::uint64_t bytes_per_s = 0;
+};
 struct Result {
   core::TransferResult result;
 };
@@ -37,7 +42,7 @@ struct Progress {
   std::uint64_t bytes = 0;
 };
 
-using ToWorker = std::variant<Submit, Cancel>;
+using ToWorker = std::variant<Submit, Cancel, Rate>;
 using FromWorker = std::variant<Result, Progress>;
 
 // Each returns one line, '\n' included.
