@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fault cases 27 and 28 (and 21 at the daemon level) against `fetchd serve` as a real process, for every
+// strategy: kill -9 in the middle of a body, and SIGTERM with a download in flight; after the restart the job
+// resumes its .part (the RecordingProxy shows Range/If-Range) and the file is whole, with no second copy.
+// Built on tests/service's DaemonHarness/ServeFixture (linked, not copied). Case 26 (kill -9 right after the
+// acknowledgement) is tests/service/durability_test.cpp:
+// AJobAcknowledgedRightBeforeKill9IsThereAfterTheRestart.
+
+#include <fmt/format.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "recording_proxy.hpp"
+#include "serve_fixture.hpp"
+
+namespace fetchd::service_test {
+namespace {
+
+using fault::RecordingProxy;
+
+constexpr std::uint64_t kSize = 3000000;
+
+// Per target, the answers in turn (the last repeats): a slow first answer, a healthy one after.
+class Rewrites {
+ public:
+  void plan(std::string target, std::vector<std::string> answers) {
+    std::lock_guard lock(state_->mutex);
+    state_->plans[std::move(target)] = {std::move(answers), 0};
+  }
+  std::function<std::string(std::string_view)> hook() const {
+    return [state = state_](std::string_view target) -> std::string {
+      std::lock_guard lock(state->mutex);
+      auto it = state->plans.find(target);
+      if (it == state->plans.end()) return std::string(target);
+      auto& [answers, seen] = it->second;
+      return answers[std::min(seen++, answers.size() - 1)];
+    };
+  }
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::map<std::string, std::pair<std::vector<std::string>, std::size_t>, std::less<>> plans;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+// Size of a file, 0 when absent.
+std::uint64_t size_of(const fs::path& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+}
+
+// Polls a condition on the file system until it holds or the limit (a failsafe) passes.
+bool wait_until(const std::function<bool()>& condition, Clock::duration limit) {
+  const auto deadline = Clock::now() + limit;
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+class DaemonFault : public ServeFixture, public ::testing::WithParamInterface<std::string> {
+ protected:
+  DaemonFault() {
+    // The fixture's origin again, with a rewrite plan, and the proxy in front of it.
+    origin_.reset();
+    auto o = origin_options(requests_);
+    o.rewrite = rewrites_.hook();
+    origin_ = std::make_unique<origin::OriginThread>(o);
+    proxy_ = std::make_unique<RecordingProxy>(origin_->port());
+    config_.strategy = GetParam();
+    config_.concurrency = 4;
+  }
+  ~DaemonFault() override {
+    // Before the origin and the daemon: no relay may outlive them.
+    proxy_.reset();
+  }
+
+  // The job: kSize bytes whose first answer trickles 64 KiB per 50 ms (about 4 s in all), the next healthy.
+  json slow_job(const std::string& name, std::uint64_t seed) {
+    const std::string target = fmt::format("/bytes/{}/{}?seed={}", kSize, name, seed);
+    rewrites_.plan(target, {target + "&trickle=64KiB/50ms", target});
+    return json{{"url", proxy_->url(target)},
+                {"dest", name},
+                {"size", kSize},
+                {"sha256", origin::body_sha256_hex(kSize, seed)}};
+  }
+
+  // The Range the second request for `name` carried, as N of bytes=N-, after checking its If-Range.
+  std::optional<std::uint64_t> resumed_range(const std::string& name, std::uint64_t seed) {
+    auto heads = proxy_->heads_for(fmt::format("/bytes/{}/{}", kSize, name));
+    EXPECT_EQ(heads.size(), 2u) << "one interrupted request, one resumed";
+    if (heads.size() < 2) return std::nullopt;
+    EXPECT_FALSE(heads[0].header("Range").has_value());
+    EXPECT_EQ(heads[1].header("If-Range").value_or("<none>"), origin::body_etag(kSize, seed));
+    auto range = heads.back().header("Range");
+    if (!range || !range->starts_with("bytes=") || !range->ends_with("-")) {
+      ADD_FAILURE() << "the restarted job did not resume: Range " << range.value_or("<none>");
+      return std::nullopt;
+    }
+    return std::stoull(range->substr(6, range->size() - 7));
+  }
+
+  // The job's final state after a restart. The watch is subscribed before the status is asked, so a job that
+  // finished before the watch existed is seen by the status, and a later one by the watch.
+  std::string final_state(std::int64_t id) {
+    auto w = watch();
+    auto c = connect();
+    std::string state = c.request(json{{"op", "status"}, {"id", id}})["result"]["job"].value("state", "");
+    if (state == "done" || state == "failed" || state == "cancelled") return state;
+    return wait_finished(w, {id})[id];
+  }
+
+  // Everything under out/: exactly the one finished file.
+  void expect_one_file(const std::string& name, std::uint64_t seed) {
+    EXPECT_EQ(file_sha256_hex(out(name)), origin::body_sha256_hex(kSize, seed));
+    std::size_t files = 0;
+    for (const auto& e : fs::recursive_directory_iterator(config_.output_dir)) files += e.is_regular_file();
+    EXPECT_EQ(files, 1u) << "a second copy or a .part remains";
+  }
+
+  Rewrites rewrites_;
+  std::unique_ptr<RecordingProxy> proxy_;
+};
+
+TEST_P(DaemonFault, Case27_Kill9MidDownloadResumesAfterTheRestart) {
+  ASSERT_TRUE(start());
+  std::int64_t id = 0;
+  {
+    auto c = connect();
+    auto ids = submit(c, json::array({slow_job("k.bin", 27)}));
+    ASSERT_EQ(ids.size(), 1u);
+    id = ids[0];
+  }
+  const fs::path part = out("k.bin.part");
+  ASSERT_TRUE(wait_until([&] { return size_of(part) >= 128 * 1024; }, kFailsafe)) << daemon_->log();
+  daemon_->kill9();
+  const std::uint64_t kept = size_of(part);
+  ASSERT_GT(kept, 0u) << "the .part did not survive kill -9";
+  EXPECT_LT(kept, kSize);
+  EXPECT_FALSE(fs::exists(out("k.bin")));
+
+  ASSERT_TRUE(start());
+  ASSERT_EQ(final_state(id), "done");
+  auto resumed = resumed_range("k.bin", 27);
+  ASSERT_TRUE(resumed.has_value());
+  // process-pool: a worker may write a little more between the daemon's death and its own (PDEATHSIG).
+  EXPECT_GE(*resumed, kept);
+  EXPECT_GT(*resumed, 0u);
+  expect_one_file("k.bin", 27);
+}
+
+TEST_P(DaemonFault, Case28_SigtermKeepsThePartAndTheNextStartResumes) {
+  config_.grace = "300ms";
+  ASSERT_TRUE(start());
+  auto c = connect();
+  auto ids = submit(c, json::array({slow_job("t.bin", 28)}));
+  ASSERT_EQ(ids.size(), 1u);
+  const fs::path part = out("t.bin.part");
+  ASSERT_TRUE(wait_until([&] { return size_of(part) >= 128 * 1024; }, kFailsafe)) << daemon_->log();
+
+  const std::size_t n0 = notify_.size();
+  const auto t0 = Clock::now();
+  daemon_->signal(SIGTERM);
+  ASSERT_TRUE(notify_.wait_for("STOPPING=1", n0, deadline_in(kFailsafe)));
+  json refused = c.request(json{{"op", "submit"}, {"jobs", json::array({job(10, "late.bin", 1)})}});
+  EXPECT_EQ(error_code(refused), "unavailable") << refused.dump();
+  auto code = daemon_->wait_exit(std::chrono::seconds(20));
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_TRUE(code) << "still running after SIGTERM";
+  EXPECT_EQ(*code, 0);
+  EXPECT_LT(took, 0.3 + 5.0) << "exit took " << took << " s with a 300 ms grace";
+  const std::uint64_t kept = size_of(part);
+  EXPECT_GT(kept, 0u) << "the .part was not kept";
+  EXPECT_FALSE(fs::exists(out("t.bin")));
+  EXPECT_FALSE(fs::exists(out("late.bin")));
+  auto states = read_job_states(db_path());
+  EXPECT_EQ(states[ids[0]], "queued") << "interrupted by the shutdown: runs again at the next start";
+
+  ASSERT_TRUE(start());
+  ASSERT_EQ(final_state(ids[0]), "done");
+  auto resumed = resumed_range("t.bin", 28);
+  ASSERT_TRUE(resumed.has_value());
+  EXPECT_EQ(*resumed, kept) << "the kept .part is what is resumed";
+  expect_one_file("t.bin", 28);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllStrategies, DaemonFault,
+                         ::testing::Values("event-loop", "curl-multi", "thread-pool", "process-pool"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           n.erase(std::remove(n.begin(), n.end(), '-'), n.end());
+                           return n;
+                         });
+
+// Case 21 at the daemon level: a full disk fails that job (stored as failed with the reason); the daemon
+// keeps serving and the next job on the same file system is done.
+class DaemonDiskFull : public ServeFixture {};
+
+TEST_F(DaemonDiskFull, Case21_DiskFullFailsTheJobAndTheDaemonKeepsServing) {
+  fs::create_directories(config_.output_dir);
+  if (::mount("tmpfs", config_.output_dir.c_str(), "tmpfs", 0, "size=1m,mode=0755") != 0) {
+    GTEST_SKIP() << "cannot mount a small tmpfs on " << config_.output_dir << ": " << std::strerror(errno);
+  }
+  struct Unmount {
+    fs::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{config_.output_dir};
+  config_.retries = 3;
+  ASSERT_TRUE(start());
+  auto w = watch();
+  auto c = connect();
+  auto big = submit(c, json::array({job(3 << 20, "big.bin", 1)}));
+  ASSERT_EQ(big.size(), 1u);
+  json failed =
+      w.read_until([&](const json& e) { return e.value("event", "") == "failed"; }, deadline_in(kFailsafe));
+  EXPECT_EQ(failed["job"]["id"], big[0]);
+  EXPECT_EQ(failed["job"]["attempts"], 1) << "a full disk is not retried";
+  json status = c.request(json{{"op", "status"}, {"id", big[0]}});
+  EXPECT_EQ(status["result"]["job"]["state"], "failed") << status.dump();
+  EXPECT_NE(status["result"]["job"].value("error", "").find("No space left on device"), std::string::npos)
+      << status.dump();
+  EXPECT_FALSE(fs::exists(out("big.bin")));
+  EXPECT_FALSE(fs::exists(out("big.bin.part")));
+
+  expect_ok(c.request(json{{"op", "ping"}}));
+  auto small = submit(c, json::array({job(10000, "small.bin", 2)}));
+  ASSERT_EQ(small.size(), 1u);
+  auto finals = wait_finished(w, {small[0]});
+  EXPECT_EQ(finals[small[0]], "done");
+  EXPECT_EQ(file_sha256_hex(out("small.bin")), origin::body_sha256_hex(10000, 2));
+  // The store agrees after a clean stop.
+  auto code = terminate();
+  ASSERT_TRUE(code);
+  EXPECT_EQ(*code, 0);
+  auto states = read_job_states(db_path());
+  EXPECT_EQ(states[big[0]], "failed");
+  EXPECT_EQ(states[small[0]], "done");
+}
+
+}  // namespace
+}  // namespace fetchd::service_test
