@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "fetchd/config/validate.hpp"
+#include "fetchd/control/line_splitter.hpp"
 #include "fetchd/control/protocol.hpp"
 #include "fetchd/core/dest_path.hpp"
 #include "fetchd/store/job_store.hpp"
@@ -317,51 +318,31 @@ std::vector<std::string> split_at_once(std::string_view s, std::size_t max_line,
   }
 }
 
-// Connection::feed of control_server.cpp (without pausing, which changes when lines are parsed, not what
-// they are): bytes arrive in reads of arbitrary sizes.
+// The server's own framing (LineSplitter, which Connection::feed drives) fed in reads of arbitrary sizes; it
+// must agree with split_at_once's reading of docs/protocol.md.
 class ChunkedSplitter {
  public:
-  explicit ChunkedSplitter(std::size_t max_line) : max_line_(max_line) {}
+  explicit ChunkedSplitter(std::size_t max_line) : splitter_(max_line) {}
 
   void feed(std::string_view data) {
-    while (!data.empty() && !too_long_) {
-      const auto nl = data.find('\n');
-      if (nl == std::string_view::npos) {
-        if (partial_.size() + data.size() > max_line_ + 1) return refuse();
-        partial_.append(data);
-        return;
-      }
-      std::string_view line;
-      if (partial_.empty()) {
-        line = data.substr(0, nl);
-      } else {
-        if (partial_.size() + nl > max_line_ + 1) return refuse();
-        partial_.append(data.substr(0, nl));
-        line = partial_;
-      }
-      data.remove_prefix(nl + 1);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (line.size() > max_line_) return refuse();
-      if (!line.empty()) out_.push_back(encode(control::parse_request(line)));
-      partial_.clear();
+    const auto fed = splitter_.feed(data, [this](std::string_view line) {
+      out_.push_back(encode(control::parse_request(line)));
+      return true;
+    });
+    if (fed.stop == control::LineSplitter::Stop::kTooLong && !refused_) {
+      refused_ = true;
+      out_.emplace_back(kTooLong);
     }
   }
 
   std::vector<std::string> finish() {
-    partial_.clear();  // a line cut short by the peer is not a request
+    splitter_.drop_partial();
     return std::move(out_);
   }
 
  private:
-  void refuse() {
-    too_long_ = true;
-    partial_.clear();
-    out_.emplace_back(kTooLong);
-  }
-
-  std::size_t max_line_;
-  std::string partial_;
-  bool too_long_ = false;
+  control::LineSplitter splitter_;
+  bool refused_ = false;
   std::vector<std::string> out_;
 };
 

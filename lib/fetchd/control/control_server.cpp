@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "fetchd/control/line_splitter.hpp"
 #include "fetchd/core/unique_fd.hpp"
 #include "fetchd/uv/error.hpp"
 #include "fetchd/uv/stream.hpp"
@@ -145,7 +146,11 @@ struct ControlServerImpl {
 class Connection {
  public:
   Connection(ControlServerImpl& server, ConnectionId id, uv::Stream stream, std::string peer)
-      : server_(server), id_(id), stream_(std::move(stream)), peer_(std::move(peer)) {}
+      : server_(server),
+        id_(id),
+        stream_(std::move(stream)),
+        peer_(std::move(peer)),
+        splitter_(server.options.max_line) {}
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -175,7 +180,7 @@ class Connection {
   const ConnectionId id_;
   uv::Stream stream_;
   const std::string peer_;
-  std::string partial_;  // the start of a line whose '\n' has not arrived
+  LineSplitter splitter_;
   // Input read but not parsed yet because the connection was paused in the middle of a read (one read can
   // hold thousands of pipelined requests); parsed first when writing has caught up. At most one read buffer.
   std::string held_;
@@ -224,7 +229,7 @@ void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
       return;
     }
     peer_eof_ = true;
-    partial_.clear();  // a line cut short by the peer is not a request
+    splitter_.drop_partial();  // a line cut short by the peer is not a request
     if (too_long_) {
       if (backlog_ == 0) close();  // else after the answer is written
       return;
@@ -242,35 +247,13 @@ void Connection::on_read(ssize_t nread, const uv_buf_t* buf) {
 }
 
 void Connection::feed(std::string_view data) {
-  const std::size_t max_line = options().max_line;
-  // max_line + 1: room for the '\r' of a "\r\n" ending, which does not count.
-  while (!data.empty() && !closing_ && !too_long_) {
-    const auto nl = data.find('\n');
-    if (nl == std::string_view::npos) {
-      if (partial_.size() + data.size() > max_line + 1) return refuse_long_line();
-      partial_.append(data);
-      return;
-    }
-    std::string_view line;
-    if (partial_.empty()) {
-      line = data.substr(0, nl);
-    } else {
-      if (partial_.size() + nl > max_line + 1) return refuse_long_line();
-      partial_.append(data.substr(0, nl));
-      line = partial_;
-    }
-    data.remove_prefix(nl + 1);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.size() > max_line) return refuse_long_line();
-    if (!line.empty()) deliver(line);
-    partial_.clear();
-    // A long line leaves a large buffer behind; thousands of idle connections must not each keep one.
-    if (partial_.capacity() > kReadBufferSize) std::string().swap(partial_);
-    if (paused_ && !data.empty() && !closing_) {
-      held_.assign(data);  // the replies have to drain first
-      return;
-    }
-  }
+  if (closing_ || too_long_) return;
+  const LineSplitter::Fed fed = splitter_.feed(data, [this](std::string_view line) {
+    deliver(line);
+    return !closing_ && !paused_;
+  });
+  if (fed.stop == LineSplitter::Stop::kTooLong) return refuse_long_line();
+  if (paused_ && !fed.rest.empty() && !closing_) held_.assign(fed.rest);  // the replies have to drain first
 }
 
 // Writing caught up with a paused connection: parse what was held back, then read again (unless that pauses
@@ -300,7 +283,6 @@ void Connection::refuse_long_line() {
   spdlog::warn("control: connection {} ({}): request line longer than {} bytes; closing", id_, peer_,
                options().max_line);
   too_long_ = true;
-  std::string().swap(partial_);
   std::string().swap(held_);
   // Replies still queued answer earlier lines: they go out first, the error last (send() is closed from now
   // on). Reading goes on (discarding) whatever the backlog: the client may be blocked writing the rest of its
