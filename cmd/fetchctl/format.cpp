@@ -331,7 +331,7 @@ std::string format_stats(const json& stats) {
   }
   if (stats.is_object()) {
     for (const auto& [key, value] : stats.items()) {
-      bool known = std::any_of(kKnown.begin(), kKnown.end(), [&](const Known& k) { return key == k.key; });
+      bool known = std::any_of(kKnown.begin(), kKnown.end(), [&wanted = key](const Known& k) { return wanted == k.key; });
       if (known) continue;
       lines.emplace_back(sanitize(key),
                          value.is_string() ? sanitize(value.get<std::string>()) : sanitize(value.dump()));

@@ -308,7 +308,22 @@ TEST_F(ConfigTest, InvalidYamlIsReportedWithItsMark) {
 }
 
 TEST_F(ConfigTest, OnlyOneDocument) {
-  EXPECT_TRUE(rejected_with("jobs: []\n---\njobs: []\n", "", 3, "only one YAML document"));
+  // Reported where the second document starts: its '---'.
+  EXPECT_TRUE(rejected_with("jobs: []\n---\njobs: []\n", "", 2, "only one YAML document"));
+}
+
+// yaml-cpp 0.7's LoadAll never returns on these (fuzz finding yaml-loadall-loop): a clean error instead.
+TEST_F(ConfigTest, InputThatStallsYamlCppsParserIsAnError) {
+  EXPECT_TRUE(rejected_with(",", "", 1, "invalid YAML: unexpected ','"));
+  EXPECT_TRUE(rejected_with(",\njobs: []\n", "", 1, "invalid YAML"));
+}
+
+// Fuzz finding config-invalid-utf8: strings that are not UTF-8 could not be dumped back as they are.
+TEST_F(ConfigTest, StringsMustBeUtf8) {
+  EXPECT_TRUE(rejected_with("state:\n  dir: st\xfft\n", "state.dir", 2, "not valid UTF-8"));
+  // yaml-cpp 0.7 decodes the escapes \N (U+0085) and \_ (U+00A0) to single bytes: not UTF-8 either.
+  EXPECT_TRUE(rejected_with("output: {dir: \"down\\Nloads\"}\n", "output.dir", 1, "not valid UTF-8"));
+  EXPECT_TRUE(rejected_with("defaults:\n  headers:\n    X-A\xff: v\n", "defaults.headers", 3, "not valid UTF-8"));
 }
 
 TEST_F(ConfigTest, DeepNestingIsRefusedWithoutCrashing) {

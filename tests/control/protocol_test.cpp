@@ -163,6 +163,7 @@ std::vector<Malformed> malformed_cases() {
   return {
       {"truncated_json", R"({"op":"ping")", ErrorCode::kBadJson, "invalid JSON at byte"},
       {"not_json", "hello", ErrorCode::kBadJson, "invalid JSON"},
+      {"number_overflow", R"({"op":"ping","req":1e999})", ErrorCode::kBadJson, "out of range"},
       {"trailing_garbage", R"({"op":"ping"} x)", ErrorCode::kBadJson, "invalid JSON"},
       {"whitespace_only", "   ", ErrorCode::kBadJson, "invalid JSON"},
       {"string_not_object", R"("ping")", ErrorCode::kBadJson, "must be a JSON object, got a string"},

@@ -96,7 +96,7 @@ core::TransferOptions Config::effective_options(const Job& job) const {
   if (job.timeout) out.timeout = *job.timeout;
   for (const auto& [name, value] : job.headers) {
     auto same = std::find_if(out.headers.begin(), out.headers.end(),
-                             [&](const auto& h) { return detail::iequals(h.first, name); });
+                             [&n = name](const auto& h) { return detail::iequals(h.first, n); });
     if (same != out.headers.end()) {
       // The job's spelling of the name wins along with its value.
       *same = {name, value};

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include <cerrno>
 #include <charconv>
 #include <fstream>
+#include <optional>
+#include <sstream>
 #include <system_error>
 #include <unordered_map>
 #include <utility>
@@ -68,6 +71,31 @@ Pos pos_of(const YAML::Mark& m) {
 
 Pos pos_of(const YAML::Node& n) {
   return pos_of(n.Mark());
+}
+
+// Where each YAML document of `text` starts, up to the second one. yaml-cpp 0.7's LoadAll never returns on some
+// invalid input (a lone ','): its parser reports empty documents forever without consuming anything
+// (jbeder/yaml-cpp#1040, fixed after 0.7.0; found by tests/fuzz/config_fuzz.cpp). So the documents are counted
+// from the parser's events, which stops at the second; two that start at the same place mean the parser is
+// stuck. Throws what the parser throws.
+std::vector<YAML::Mark> document_starts(const std::string& text) {
+  struct Starts final : YAML::EventHandler {
+    std::vector<YAML::Mark> marks;
+    void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  } starts;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {
+  }
+  return std::move(starts.marks);
 }
 
 using detail::escape;
@@ -188,9 +216,20 @@ class Loader {
       error({}, "", fmt::format("file is larger than the limit of {}", core::format_size(kMaxConfigBytes)));
       throw_errors();
     }
-    std::vector<YAML::Node> docs;
+    std::optional<YAML::Node> doc;
     try {
-      docs = YAML::LoadAll(text);
+      const std::vector<YAML::Mark> starts = document_starts(text);
+      if (starts.size() > 1) {
+        if (starts[1].pos == starts[0].pos) {
+          // The parser is stuck (see document_starts): no document can begin here.
+          error(pos_of(starts[1]), "", fmt::format("invalid YAML: unexpected {}",
+                                                   show(text.substr(static_cast<std::size_t>(starts[1].pos), 1))));
+        } else {
+          error(pos_of(starts[1]), "", "only one YAML document is allowed ('---' starts a second one)");
+        }
+        throw_errors();
+      }
+      if (!starts.empty()) doc = YAML::Load(text);
     } catch (const YAML::DeepRecursion& e) {
       // yaml-cpp's own guard against stack exhaustion; its message ("bad file") would not help anyone.
       error(pos_of(e.mark), "", "invalid YAML: nested too deeply");
@@ -199,12 +238,8 @@ class Loader {
       error(pos_of(e.mark), "", fmt::format("invalid YAML: {}", e.msg));
       throw_errors();
     }
-    if (docs.size() > 1) {
-      error(pos_of(docs[1]), "", "only one YAML document is allowed ('---' starts a second one)");
-      throw_errors();
-    }
     try {
-      if (!docs.empty() && check_shape(docs[0])) root(docs[0]);
+      if (doc && check_shape(*doc)) root(*doc);
     } catch (const YAML::Exception& e) {
       // Not expected: every access is type-checked first. Still, no yaml-cpp exception leaves this component.
       error(pos_of(e.mark), "", fmt::format("invalid YAML: {}", e.msg));
@@ -295,6 +330,10 @@ class Loader {
         continue;
       }
       std::string name = kv.first.Scalar();
+      if (!detail::is_valid_utf8(name)) {
+        error(kp, path, "a key that is not valid UTF-8");
+        continue;
+      }
       std::string key = child_key(path, name);
       if (!any_key && std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
         std::string msg = fmt::format("unknown key {} {}", show(name), where);
@@ -319,7 +358,15 @@ class Loader {
   }
 
   std::optional<std::string> scalar(const Entry& e, std::string_view expected) {
-    if (e.value.IsScalar()) return e.value.Scalar();
+    if (e.value.IsScalar()) {
+      // Every string kept comes through here. Not UTF-8 (raw bytes, or yaml-cpp 0.7 decoding the escapes "\N"
+      // and "\_" to single bytes): refused, since dump_config could not write it back as it is.
+      if (!detail::is_valid_utf8(e.value.Scalar())) {
+        error(e.value_pos(), e.key, "not valid UTF-8");
+        return std::nullopt;
+      }
+      return e.value.Scalar();
+    }
     if (e.value.IsNull()) {
       error(e.key_pos, e.key, fmt::format("missing value; expected {}", expected));
     } else {
