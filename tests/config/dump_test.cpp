@@ -73,7 +73,7 @@ TEST_F(DumpTest, EveryKeyIsPrintedWithHumanUnits) {
   for (const char* expected :
        {"strategy:\n  kind: event-loop\n  concurrency: 256\n  workers: 0\n  inner: event-loop\n",
         "  on_exists: skip\n  fsync: true\n",
-        "  timeout: 5m\n  connect_timeout: 10s\n  low_speed:\n    limit: 64KiB\n    time: 30s\n  retries: 3\n"
+        "  timeout: 1d\n  connect_timeout: 10s\n  low_speed:\n    limit: 64KiB\n    time: 30s\n  retries: 3\n"
         "  backoff:\n    initial: 1s\n    max: 5m\n    multiplier: 2\n    jitter: full\n"
         "  retry_on: [connect, timeout, partial, 408, 425, 429, 500, 502, 503, 504]\n  retry_after_max: 1h\n"
         "  max_redirects: 10\n  user_agent: \"fetchd/",
@@ -95,13 +95,17 @@ TEST_F(DumpTest, UrlsFileIsExpandedWithExplicitDest) {
 TEST_F(DumpTest, SecretsAreRedactedByDefault) {
   Config c = load(kGoodConfigs[2], "conf/fetchd.yaml");
   std::string out = dump_config(c);
-  for (const char* secret : {"Bearer abc", "id=1", "p%40ss", "user:"}) {
+  for (const char* secret : {"Bearer abc", "id=1", "p%40ss", "user:", "token=abc"}) {
     EXPECT_EQ(out.find(secret), std::string::npos) << secret << " leaked:\n" << out;
   }
   EXPECT_NE(out.find("Authorization: \"<redacted>\""), std::string::npos) << out;
   EXPECT_NE(out.find("Cookie: \"<redacted>\""), std::string::npos) << out;
-  EXPECT_NE(out.find("url: \"http://<redacted>@127.0.0.1:8080/a.bin?token=abc#frag\""), std::string::npos)
+  // security.redact_query defaults to "*": every query value is hidden, as in the logs.
+  EXPECT_NE(out.find("url: \"http://<redacted>@127.0.0.1:8080/a.bin?token=…#frag\""), std::string::npos)
       << out;
+  c.security.redact_query = {"sig*"};
+  EXPECT_NE(dump_config(c).find("url: \"http://<redacted>@127.0.0.1:8080/a.bin?token=abc#frag\""),
+            std::string::npos);
   std::string shown = dump_config(c, true);
   EXPECT_NE(shown.find("Bearer abc"), std::string::npos);
   EXPECT_NE(shown.find("http://user:p%40ss@127.0.0.1"), std::string::npos);

@@ -127,7 +127,9 @@ TEST_F(ConfigTest, MalformedDurationsCarryTheParserMessage) {
   EXPECT_TRUE(rejected_with("defaults:\n  timeout: 5x\n", "defaults.timeout", 2, "unknown unit 'x'"));
   EXPECT_TRUE(
       rejected_with("defaults:\n  connect_timeout: soon\n", "defaults.connect_timeout", 2, "malformed"));
-  EXPECT_TRUE(rejected_with("defaults:\n  timeout: 0s\n", "defaults.timeout", 2, "must be longer than 0"));
+  EXPECT_TRUE(rejected_with("defaults:\n  connect_timeout: 0s\n", "defaults.connect_timeout", 2,
+                            "must be longer than 0"));
+  EXPECT_TRUE(rejected_with("defaults:\n  timeout: -1s\n", "defaults.timeout", 2, ""));
   EXPECT_TRUE(rejected_with("log:\n  interval: -5s\n", "log.interval", 2, "negative"));
   EXPECT_TRUE(rejected_with("defaults:\n  low_speed: {time: 1500ms}\n", "defaults.low_speed.time", 2,
                             "whole number of seconds"));

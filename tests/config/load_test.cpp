@@ -24,7 +24,7 @@ TEST_F(ConfigTest, EmptyFileGivesTheDefaults) {
     EXPECT_EQ(c.output.dir, dir_.path() / "downloads");
     EXPECT_EQ(c.output.on_exists, core::OnExists::kSkip);
     EXPECT_TRUE(c.output.fsync);
-    EXPECT_EQ(c.defaults.timeout, std::chrono::minutes(5));
+    EXPECT_EQ(c.defaults.timeout, std::chrono::hours(24));
     EXPECT_EQ(c.defaults.connect_timeout, std::chrono::seconds(10));
     EXPECT_EQ(c.defaults.low_speed_limit, 1024u);
     EXPECT_EQ(c.defaults.low_speed_time, std::chrono::seconds(30));
@@ -277,6 +277,19 @@ TEST(ConfigErrorFormat, FileLineColumnKeyMessage) {
   ConfigErrors errors({{"a", 1, 1, "k", "one"}, {"a", 2, 1, "k", "two"}});
   EXPECT_STREQ(errors.what(), "a:1:1: k: one\na:2:1: k: two");
   EXPECT_EQ(errors.errors().size(), 2u);
+}
+
+}  // namespace
+}  // namespace fetchd::config
+
+namespace fetchd::config {
+namespace {
+
+TEST_F(ConfigTest, ATimeoutOfZeroMeansNone) {
+  Config c = load("defaults:\n  timeout: 0\njobs:\n  - url: http://127.0.0.1:8080/a\n    timeout: 0s\n");
+  EXPECT_EQ(c.defaults.timeout, std::chrono::milliseconds(0));
+  ASSERT_EQ(c.jobs.size(), 1u);
+  EXPECT_EQ(c.effective_options(c.jobs[0]).timeout, std::chrono::milliseconds(0));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "fetchd/config/config.hpp"
 #include "fetchd/core/units.hpp"
+#include "fetchd/curl/curl.hpp"
 #include "text_util.hpp"
 
 namespace fetchd::config {
@@ -36,8 +37,10 @@ void emit_headers(YAML::Emitter& out, const core::Headers& headers, bool show_se
   out << YAML::EndMap;
 }
 
-std::string shown_url(const std::string& url, bool show_secrets) {
-  return show_secrets ? url : detail::replace_userinfo(url, kRedacted);
+// Userinfo shown as <redacted> (so the reader sees there is some), query values as in logs (security.redact_query).
+std::string shown_url(const std::string& url, const Config& config, bool show_secrets) {
+  if (show_secrets) return url;
+  return curl::redact_query(detail::replace_userinfo(url, kRedacted), config.security.redact_query);
 }
 
 // Comments must stay on one line whatever the path contains.
@@ -151,7 +154,7 @@ std::string dump_config(const Config& config, bool show_secrets) {
   out << YAML::Key << "jobs" << YAML::Value << YAML::BeginSeq;
   for (const auto& job : config.jobs) {
     out << YAML::BeginMap;
-    out << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted << shown_url(job.url, show_secrets);
+    out << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted << shown_url(job.url, config, show_secrets);
     out << YAML::Key << "dest" << YAML::Value << YAML::DoubleQuoted << job.dest;
     if (job.sha256) out << YAML::Key << "sha256" << YAML::Value << YAML::DoubleQuoted << *job.sha256;
     if (job.sha512) out << YAML::Key << "sha512" << YAML::Value << YAML::DoubleQuoted << *job.sha512;

@@ -416,7 +416,8 @@ class Loader {
     return v;
   }
 
-  std::optional<milliseconds> duration(const Entry& e) {
+  // allow_zero: 0 means "no limit" for this key.
+  std::optional<milliseconds> duration(const Entry& e, bool allow_zero = false) {
     auto s = scalar(e, "a duration such as 30s, 2m or 250ms");
     if (!s) return std::nullopt;
     std::string why;
@@ -425,7 +426,7 @@ class Loader {
       error(e.value_pos(), e.key, why);
       return std::nullopt;
     }
-    if (v->count() <= 0) {
+    if (v->count() < 0 || (v->count() == 0 && !allow_zero)) {
       error(e.value_pos(), e.key, fmt::format("must be longer than 0, got {}", show(*s)));
       return std::nullopt;
     }
@@ -591,7 +592,7 @@ class Loader {
     for (const auto& e : entries(section.value, section.key, section.key_pos, kDefaultsKeys)) {
       if (retry_key(e, retry)) continue;
       if (e.name == "timeout") {
-        if (auto v = duration(e)) d.timeout = *v;
+        if (auto v = duration(e, /*allow_zero=*/true)) d.timeout = *v;
       } else if (e.name == "connect_timeout") {
         if (auto v = duration(e)) d.connect_timeout = *v;
       } else if (e.name == "low_speed") {
@@ -961,7 +962,7 @@ class Loader {
       } else if (e.name == "headers") {
         if (auto v = headers(e)) job.headers = std::move(*v);
       } else if (e.name == "timeout") {
-        if (auto v = duration(e)) job.timeout = *v;
+        if (auto v = duration(e, /*allow_zero=*/true)) job.timeout = *v;
       } else if (e.name == "max_size") {
         if (auto v = size(e)) job.max_size = *v;
       } else if (e.name == "rate") {

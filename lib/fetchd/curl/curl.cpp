@@ -133,8 +133,8 @@ bool name_matches(std::string_view pattern, std::string_view name) {
          name_matches(pattern.substr(1), name.substr(1));
 }
 
-bool secret_param(std::string_view name) {
-  for (const auto& p : redacted_names()) {
+bool secret_param(const std::vector<std::string>& secret, std::string_view name) {
+  for (const auto& p : secret) {
     if (name_matches(p, name)) return true;
   }
   return false;
@@ -173,6 +173,11 @@ std::string redact_url(std::string_view url) {
     auto at = s.rfind('@', path_start == std::string::npos ? s.size() : path_start);
     if (at != std::string::npos && at >= auth_start) s.erase(auth_start, at + 1 - auth_start);
   }
+  return redact_query(s, redacted_names());
+}
+
+std::string redact_query(std::string_view url, const std::vector<std::string>& secret) {
+  const std::string s(url);
   auto q = s.find('?');
   if (q == std::string::npos) return s;
   auto frag = s.find('#', q);
@@ -189,11 +194,11 @@ std::string redact_url(std::string_view url) {
     first = false;
     // A parameter without '=' may itself be a token ("?abcdef"): redacted whenever anything is.
     if (eq == std::string_view::npos) {
-      out += (pair.empty() || !secret_param(pair)) ? std::string(pair) : std::string("…");
+      out += (pair.empty() || !secret_param(secret, pair)) ? std::string(pair) : std::string("…");
     } else {
       out += name;
       out += '=';
-      out += secret_param(name) ? std::string_view("…") : pair.substr(eq + 1);
+      out += secret_param(secret, name) ? std::string_view("…") : pair.substr(eq + 1);
     }
     if (amp == std::string_view::npos) break;
     rest.remove_prefix(amp + 1);

@@ -110,6 +110,9 @@ std::string origin_of(std::string_view url);
 // security.redact_query): names compared case-insensitively, '*' matching any run of characters; the
 // default "*" hides every value.
 std::string redact_url(std::string_view url);
+// Only the query part of that, with an explicit list of secret parameter names (check-config shows a config's
+// own list at work).
+std::string redact_query(std::string_view url, const std::vector<std::string>& secret);
 
 // Sets the secret query parameter names (call once at start-up, before threads start). Also exported as
 // FETCHD_REDACT_QUERY (comma-separated) so that worker processes inherit it; redacted_query_from_env()
