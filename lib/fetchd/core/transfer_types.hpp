@@ -49,7 +49,10 @@ struct RetryPolicy {
 
 // Per-transfer knobs; the config's `defaults:` merged with the job's own keys.
 struct TransferOptions {
-  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  // One attempt's limit, start to last byte; 0 = none. A day, not minutes: a large file on a slow or rate-limited
+  // link takes hours, and stalls are the low-speed limit's business. This only stops a body that trickles just
+  // above low_speed_limit forever.
+  std::chrono::milliseconds timeout{std::chrono::hours(24)};
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
   std::uint64_t low_speed_limit = 1024;  // bytes/s; 0 disables the low-speed abort
   std::chrono::milliseconds low_speed_time{std::chrono::seconds(30)};
