@@ -53,6 +53,21 @@ TEST_P(NetworkFault, Case17_ConnectionRefusedIsAConnectErrorWithinASecond) {
   expect_no_file("x.bin");
 }
 
+// security.deny_private_addresses: the address is judged after resolution, in the open-socket callback, so
+// a loopback origin is refused before any byte is sent to it.
+TEST_P(NetworkFault, DenyPrivateAddressesRefusesLoopbackBeforeConnecting) {
+  config_.defaults.retry.retries = 2;
+  Runner r(config_);
+  auto req = request("/bytes/1000/denied.bin?seed=3", "denied.bin");
+  req.options.deny_private_addresses = true;  // this job only: TearDown's liveness probe uses the config
+  auto id = r.add(req);
+  ASSERT_TRUE(r.run());
+  // A policy, not a network fault: one attempt, never retried.
+  EXPECT_TRUE(failed_with(r.outcome(id), ErrorCategory::kConnect, {"127.0.0.1", "deny_private_addresses"}, 1));
+  EXPECT_EQ(requests_.count("/bytes/1000/denied.bin"), 0u);
+  expect_no_file("denied.bin");
+}
+
 // ------------------------------------------------------------------------------------------------ TLS
 
 // Runs a shell command line; true when it exited 0.

@@ -441,10 +441,9 @@ curl_socket_t Transfer::on_open_socket(void* self, curlsocktype purpose, struct 
                             ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&address->addr)->sin_addr)
                             : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&address->addr)->sin6_addr);
       (void)inet_ntop(address->family, raw, text, sizeof text);
-      t->abort_with(ErrorCategory::kConnect,
-                    fmt::format("connection to {} refused: a loopback, private or link-local address "
-                                "(deny_private_addresses)",
-                                text));
+      t->denied_ = fmt::format("connection to {} refused: a loopback, private or link-local address "
+                               "(deny_private_addresses)",
+                               text);
       return CURL_SOCKET_BAD;
     }
     return ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
@@ -496,9 +495,9 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
     r.message = fmt::format("{}: {}", where(), text);
   };
   const core::TransferOptions& o = request_.options;
-  if (rc == CURLE_COULDNT_CONNECT && failure_category_ != ErrorCategory::kNone) {
+  if (rc == CURLE_COULDNT_CONNECT && !denied_.empty()) {
     // Our open-socket callback refused the address (deny_private_addresses): a policy, not a network fault.
-    set(failure_category_, failure_retryable_, failure_);
+    set(ErrorCategory::kConnect, false, denied_);
     return;
   }
   switch (rc) {
@@ -592,7 +591,7 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
       // A stream reset or GOAWAY (server restarting) mid-transfer: like a dropped connection.
-      set(ErrorCategory::kProtocol, true, fmt::format("HTTP/2 error: {}", detail));
+      set(ErrorCategory::kPartial, true, fmt::format("HTTP/2 error: {}", detail));
       return;
     case CURLE_RANGE_ERROR:
     case CURLE_BAD_DOWNLOAD_RESUME:

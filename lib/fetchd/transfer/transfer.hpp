@@ -123,6 +123,9 @@ class Transfer {
   std::string failure_;              // set by a callback that aborted the transfer, with its category
   core::ErrorCategory failure_category_ = core::ErrorCategory::kNone;
   bool failure_retryable_ = false;
+  // Why the open-socket callback refused an address (deny_private_addresses). Not a failure by itself: curl may
+  // go on to another address of the name, and only if it connects nowhere is this the reason.
+  std::string denied_;
   std::string sha256_;  // of the verified body, set by finish()
   std::uint64_t resume_offset_ = 0;  // bytes of the .part this attempt asked the rest of (Range: bytes=N-)
   bool restart_part_ = false;        // the .part does not fit what the server has: never keep it
