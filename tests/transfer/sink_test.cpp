@@ -398,3 +398,33 @@ TEST_F(SinkTest, Sha512WhenAsked) {
 
 }  // namespace
 }  // namespace fetchd::transfer
+
+namespace fetchd::transfer {
+namespace {
+
+// A .part planted as a hard link to another file (or as a FIFO) is never written through, truncated or removed.
+TEST_F(SinkTest, PlantedHardLinkOrFifoPartIsRefusedUntouched) {
+  const std::string canary = path("canary");
+  testutil::write_file(canary, "canary");
+  const std::string dest = path("linked.bin");
+  ASSERT_EQ(::link(canary.c_str(), (dest + ".part").c_str()), 0);
+  for (std::string_view identity : {"", "0123"}) {
+    Sink sink(dest);
+    EXPECT_FALSE(sink.open(identity));
+    EXPECT_EQ(sink.error_code(), EEXIST);
+    EXPECT_NE(sink.error().find("hard link or not a regular file"), std::string::npos) << sink.error();
+    EXPECT_TRUE(sink.discard());
+  }
+  EXPECT_EQ(testutil::read_file(canary), "canary");
+  EXPECT_TRUE(testutil::exists(dest + ".part"));
+
+  const std::string fifo_dest = path("fifo.bin");
+  ASSERT_EQ(::mkfifo((fifo_dest + ".part").c_str(), 0600), 0);
+  Sink sink(fifo_dest);
+  EXPECT_FALSE(sink.open());  // and it returned: the open did not wait for a reader
+  EXPECT_EQ(sink.error_code(), EEXIST);
+  EXPECT_FALSE(testutil::exists(fifo_dest));
+}
+
+}  // namespace
+}  // namespace fetchd::transfer

@@ -134,23 +134,32 @@ int Sink::make_directories(const std::string& dir, std::string* failed_dir) {
 
 bool Sink::open(std::string_view identity) {
   if (state_ != State::kIdle) return fail(EBADF, fmt::format("open {}: sink already used", part_));
-  // Without an identity nothing is resumed: truncate at once. With one, read and write (the kept bytes are
-  // hashed again) and decide after looking at the resume record.
-  const int flags = identity.empty() ? (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW)
-                                     : (O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW);
-  auto open_part = [&] {
+  // A new .part is created with O_EXCL, so it is certainly ours. One that exists (kept by an earlier attempt
+  // for resume, or planted) is opened without O_CREAT, O_TRUNC or following a symlink (O_NOFOLLOW), with
+  // O_NONBLOCK so that a FIFO cannot block, and written only if it is a plain file with one name: a hard link
+  // to another file would otherwise be truncated or overwritten.
+  constexpr int kFlags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+  auto open_part = [&](int flags) {
     int fd;
     do {
       fd = fs_.open_at(AT_FDCWD, part_.c_str(), flags, kFileMode);
     } while (fd == -EINTR);
     return fd;
   };
-  int fd = open_part();
+  int fd = open_part(kFlags | O_CREAT | O_EXCL);
   if (fd == -ENOENT) {
     std::string failed_dir;
     int rc = make_directories(dir_, &failed_dir);
     if (rc < 0) return fail(-rc, fmt::format("create directory {}", failed_dir));
-    fd = open_part();
+    fd = open_part(kFlags | O_CREAT | O_EXCL);
+  }
+  if (fd == -EEXIST) {
+    fd = open_part(kFlags);
+    struct stat st {};
+    if (fd >= 0 && (fs_.fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
+      (void)fs_.close(fd);
+      return fail(EEXIST, fmt::format("{} is a hard link or not a regular file; not writing to it", part_));
+    }
   }
   if (fd < 0) return fail(-fd, fmt::format("open {}", part_));
   fd_ = FileDescriptor(fs_, fd);
@@ -158,7 +167,12 @@ bool Sink::open(std::string_view identity) {
   if (!reset_digests()) return fail(0, "sha256: EVP_DigestInit_ex failed");
   bytes_ = 0;
   identity_ = std::string(identity);
-  if (!identity_.empty() && !load_resume(identity_)) return false;
+  if (identity_.empty()) {
+    // Nothing is resumed without an identity.
+    if (int rc = fs_.truncate(fd_.get()); rc < 0) return fail(-rc, fmt::format("truncate {}", part_));
+  } else if (!load_resume(identity_)) {
+    return false;
+  }
   state_ = State::kOpen;
   return true;
 }
