@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <regex>
 
 #include "fault_support.hpp"
 #include "fetchd/origin/body.hpp"
@@ -47,8 +48,16 @@ TEST_P(NetworkFault, Case17_ConnectionRefusedIsAConnectErrorWithinASecond) {
   ASSERT_TRUE(r.run());
   const Outcome& o = r.outcome(id);
   EXPECT_TRUE(failed_with(o, ErrorCategory::kConnect, {"cannot connect"}, 2));
+  // "Within a second" is curl's own measure of the connect ("Failed to connect to ... after N ms"): the wall
+  // time of an attempt also holds the hand-off to a strategy (a process-pool worker's first job), which a
+  // sanitizer build on a loaded machine stretches past a second. That wall time must still stay far below
+  // connect_timeout (5 s here), i.e. nothing waited for a timeout.
   for (const auto& a : o.log) {
-    EXPECT_LT(ms(a.ended - a.started), 1000.0) << "attempt " << a.number;
+    std::smatch m;
+    static const std::regex kAfter(R"(after (\d+) ms)");
+    ASSERT_TRUE(std::regex_search(a.result.message, m, kAfter)) << a.result.message;
+    EXPECT_LT(std::stoi(m[1].str()), 1000) << "attempt " << a.number << ": " << a.result.message;
+    EXPECT_LT(ms(a.ended - a.started), 2500.0) << "attempt " << a.number;
   }
   expect_no_file("x.bin");
 }
