@@ -41,10 +41,12 @@ inline ::testing::AssertionResult same_config(const Config& a, const Config& b) 
     const Job& x = a.jobs[i];
     const Job& y = b.jobs[i];
     core::RetryPolicy xr = a.defaults.retry, yr = b.defaults.retry;
-    x.retry.apply_to(xr);
-    y.retry.apply_to(yr);
-    if (x.url != y.url || x.dest != y.dest || x.sha256 != y.sha256 || x.sha512 != y.sha512 || x.size != y.size ||
-        x.headers != y.headers || x.max_size != y.max_size || x.rate != y.rate || x.timeout != y.timeout ||
+    x.options.retry.apply_to(xr);
+    y.options.retry.apply_to(yr);
+    const core::JobOptions& xo = x.options;
+    const core::JobOptions& yo = y.options;
+    if (x.url != y.url || x.dest != y.dest || x.sha256 != y.sha256 || xo.sha512 != yo.sha512 || x.size != y.size ||
+        x.headers != y.headers || xo.max_size != yo.max_size || xo.rate != yo.rate || xo.timeout != yo.timeout ||
         !(xr == yr)) {
       return ::testing::AssertionFailure() << "jobs[" << i << "] differs: " << x.url << " -> " << x.dest
                                            << " vs " << y.url << " -> " << y.dest;

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -312,6 +313,81 @@ TEST_P(ControlProtocolMalformed, RefusedWithCodeAndField) {
 INSTANTIATE_TEST_SUITE_P(All, ControlProtocolMalformed, ::testing::ValuesIn(malformed_cases()),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// Each of a job's own options, in the YAML job list's syntax: durations as text or seconds, sizes as text or
+// bytes.
+TEST(ControlProtocol, SubmitTakesTheJobListsOptions) {
+  auto r = expect_request(R"({"op":"submit","jobs":[{"url":"http://h/a","sha512":")" + std::string(128, 'A') +
+                          R"(","timeout":"1h30m","max_size":"10MiB","rate":"1.5MB","retries":2,)"
+                          R"("backoff":{"initial":"250ms","max":90,"multiplier":1.5,"jitter":"none"},)"
+                          R"("retry_on":["connect",503,"429","tls"],"retry_after_max":"2m"}]})");
+  const auto& o = std::get<Submit>(r.op).jobs.at(0).options;
+  EXPECT_EQ(o.sha512, std::string(128, 'a'));
+  EXPECT_EQ(o.timeout, std::chrono::minutes(90));
+  EXPECT_EQ(o.max_size, 10u << 20);
+  EXPECT_EQ(o.rate, 1'500'000u);
+  EXPECT_EQ(o.retry.retries, 2);
+  EXPECT_EQ(o.retry.initial, std::chrono::milliseconds(250));
+  EXPECT_EQ(o.retry.max, std::chrono::seconds(90));
+  EXPECT_EQ(o.retry.multiplier, 1.5);
+  EXPECT_EQ(o.retry.jitter, core::Jitter::kNone);
+  EXPECT_EQ(o.retry.retry_on, (core::RetryOn{true, false, false, true, {429, 503}}));
+  EXPECT_EQ(o.retry.retry_after_max, std::chrono::minutes(2));
+
+  auto plain = expect_request(R"({"op":"submit","jobs":[{"url":"http://h/a","timeout":0,"max_size":4096,)"
+                              R"("retries":0,"rate":null}]})");
+  const auto& p = std::get<Submit>(plain.op).jobs.at(0).options;
+  EXPECT_EQ(p.timeout, std::chrono::milliseconds(0));  // 0 = none, as in YAML
+  EXPECT_EQ(p.max_size, 4096u);
+  EXPECT_EQ(p.retry.retries, 0);
+  EXPECT_FALSE(p.rate);  // null = not given
+  EXPECT_TRUE(std::get<Submit>(expect_request(submit(R"({"url":"http://h/a"})")).op).jobs.at(0).options.empty());
+}
+
+// A bad option is refused with the YAML loader's words, under the job's dotted key.
+TEST(ControlProtocol, SubmitRefusesBadOptionsWithTheirKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"("retries":-1)", "jobs[0].retries: must not be negative, got -1"},
+      {R"("retries":"many")", "jobs[0].retries: expected an integer, got 'many'"},
+      {R"("retries":1.5)", "jobs[0].retries: expected an integer, got '1.5'"},
+      {R"("retries":[1])", "jobs[0].retries: expected an integer, got an array"},
+      {R"("timeout":"soon")", "jobs[0].timeout: "},
+      {R"("timeout":-5)", "jobs[0].timeout: "},
+      {R"("retry_after_max":0)", "jobs[0].retry_after_max: must be longer than 0, got '0'"},
+      {R"("max_size":"10Q")", "jobs[0].max_size: "},
+      {R"("max_size":{"a":1})", "jobs[0].max_size: expected a size such as 4096, 64KiB or 1.5MB, got an object"},
+      {R"("rate":true)", "jobs[0].rate: "},
+      {R"("sha512":"abc")", "jobs[0].sha512: expected 128 hex digits, got 'abc' (3 characters)"},
+      {R"("backoff":5)", "jobs[0].backoff: expected a map, got the value '5'"},
+      {R"("backoff":{"initial":"0s"})", "jobs[0].backoff.initial: must be longer than 0, got '0s'"},
+      {R"("backoff":{"initial":"fast"})", "jobs[0].backoff.initial: "},
+      {R"("backoff":{"multiplier":0.5})", "jobs[0].backoff.multiplier: expected a number from 1 to 1000, got '0.5'"},
+      {R"("backoff":{"jitter":"ful"})",
+       "jobs[0].backoff.jitter: unknown jitter 'ful'; expected one of: full, none (did you mean 'full'?)"},
+      {R"("backoff":{"initail":"1s"})",
+       "jobs[0].backoff.initail: unknown key 'initail' in jobs[0].backoff; did you mean 'initial'?"},
+      {R"("retry_on":"503")",
+       "jobs[0].retry_on: expected a list such as [connect, timeout, partial, 429, 503], got the value '503'"},
+      {R"("retry_on":["connect",200])",
+       "jobs[0].retry_on[1]: expected connect, timeout, partial, tls or an HTTP status from 400 to 599, got '200'"},
+      {R"("retry_on":[null])",
+       "jobs[0].retry_on[0]: missing value; expected connect, timeout, partial, tls or an HTTP status"},
+  };
+  for (const auto& [fields, message] : cases) {
+    ProtocolError e = expect_error(job_with(fields));
+    EXPECT_EQ(e.code, ErrorCode::kInvalidJob) << fields;
+    if (message.back() == ' ') {
+      EXPECT_EQ(e.message.rfind(message, 0), 0u) << fields << " -> " << e.message;
+    } else {
+      EXPECT_EQ(e.message, message) << fields;
+    }
+  }
+  // Unknown keys stay refused, and the list of what a job takes names the options too.
+  ProtocolError e = expect_error(job_with(R"("retry":1)"));
+  EXPECT_EQ(e.message,
+            "jobs[0].retry: unknown field (a job takes: url, dest, sha256, size, headers, priority, key, sha512, "
+            "timeout, max_size, rate, retries, backoff, retry_on, retry_after_max)");
+}
+
 TEST(ControlProtocol, ErrorsEchoReqWhenParseable) {
   auto e = expect_error(R"({"op":"status","req":{"trace":"abc"},"id":0})");
   ASSERT_TRUE(e.req.has_value());
@@ -432,7 +508,17 @@ TEST(ControlProtocol, JobToJson) {
   EXPECT_EQ(j["created"], "2024-05-01T12:34:56.789Z");
   EXPECT_EQ(j["updated"], "2024-05-01T12:34:57.000Z");
   EXPECT_TRUE(j["finished"].is_null());
-  EXPECT_EQ(j.size(), 14u);
+  EXPECT_EQ(j["options"], json::object());
+  EXPECT_EQ(j["errors"], json::array());
+  EXPECT_EQ(j.size(), 16u);
+
+  job.options.retry.retries = 1;
+  job.options.max_size = 1024;
+  job.options.timeout = std::chrono::seconds(90);
+  job.errors = {"HTTP 503 from https://example.com/a.bin?token=…", "timeout"};
+  j = job_to_json(job);
+  EXPECT_EQ(j["options"], json::parse(R"({"retries":1,"max_size":1024,"timeout":"1m30s"})"));
+  EXPECT_EQ(j["errors"], json(job.errors));
 
   job.key = "config:/srv/out/a.bin\nhttps://user:s3cret@example.com/";
   job.size.reset();

@@ -49,7 +49,8 @@ class SchedulerTest : public ::testing::Test {
   }
 
   // Runs the jobs to the end on a fresh loop; `on_started`/`on_finished` see every transition.
-  void run(Scheduler::Options options, const std::vector<core::TransferRequest>& requests) {
+  // prior_attempts: given to every add(), as if an earlier daemon run had made them.
+  void run(Scheduler::Options options, const std::vector<core::TransferRequest>& requests, int prior_attempts = 0) {
     uv::Loop loop;
     uv::Timer done_timer(loop.get());
     bool draining = false;
@@ -67,7 +68,7 @@ class SchedulerTest : public ::testing::Test {
         },
         std::move(options));
     scheduler_ = sched.get();
-    for (const auto& r : requests) sched->add(r);
+    for (const auto& r : requests) sched->add(r, prior_attempts);
     loop.run();
     scheduler_ = nullptr;
     sched.reset();
@@ -140,6 +141,26 @@ TEST_F(SchedulerTest, RetryOnDecidesWhatIsRetried) {
   EXPECT_EQ(attempts["five-hundred"], 1);
   EXPECT_EQ(attempts["five-oh-three"], 3);
   EXPECT_EQ(attempts["not-found"], 1);
+}
+
+// Attempts made before a restart count against the retries: 2 of 3 attempts used leaves one.
+TEST_F(SchedulerTest, PriorAttemptsCountAgainstTheRetries) {
+  origin::OriginThread origin;
+  config_.defaults.retry.retries = 2;
+  int attempts = 0;
+  int retries = 0;
+  JobState final_state = JobState::kQueued;
+  Scheduler::Options options;
+  options.on_retry = [&](const JobRecord&) { ++retries; };
+  options.on_finished = [&](const JobRecord& j) {
+    attempts = j.request.attempt;
+    final_state = j.state;
+  };
+  run(std::move(options), {request(origin, "/status/503", "later")}, /*prior_attempts=*/2);
+  EXPECT_EQ(final_state, JobState::kFailed);
+  EXPECT_EQ(attempts, 3);  // counted with the earlier ones
+  EXPECT_EQ(retries, 0);
+  EXPECT_EQ(origin.stats().requests_total, 1u);
 }
 
 TEST(RetryDelay, BackoffGrowsIsCappedAndHonoursRetryAfter) {

@@ -68,6 +68,61 @@ TEST_F(SqliteJobStoreTest, SubmitStoresEveryFieldAndGetReturnsThem) {
   EXPECT_EQ(j->finished_ms, 0);
 }
 
+core::JobOptions every_option() {
+  core::JobOptions o;
+  o.sha512 = std::string(128, 'b');
+  o.retry.retries = 1;
+  o.retry.initial = std::chrono::milliseconds(250);
+  o.retry.max = std::chrono::minutes(90);
+  o.retry.multiplier = 1.5;
+  o.retry.jitter = core::Jitter::kNone;
+  o.retry.retry_after_max = std::chrono::seconds(30);
+  o.retry.retry_on = core::RetryOn{true, false, true, true, {429, 503}};
+  o.max_size = (std::uint64_t{1} << 40) + 1;
+  o.rate = 1000;
+  o.timeout = std::chrono::milliseconds(0);  // 0 = none: set, and distinct from unset
+  return o;
+}
+
+TEST_F(SqliteJobStoreTest, OptionsRoundTripAndSurviveAReopen) {
+  NewJob in = new_job("opts.bin");
+  in.options = every_option();
+  const core::JobId id = add(in);
+  NewJob partial = new_job("partial.bin");
+  partial.options.retry.retries = 0;
+  const core::JobId partial_id = add(partial);
+  reopen();
+  EXPECT_EQ(store().get(id)->options, every_option());
+  EXPECT_EQ(store().get(partial_id)->options, partial.options);
+  // Stored as JSON text with only the keys set; NULL when the job has none.
+  const core::JobId plain = add(new_job("plain.bin"));
+  auto db = raw(db_path());
+  EXPECT_EQ(db.query_text(fmt::format("SELECT options FROM jobs WHERE id = {}", partial_id).c_str(), "q"),
+            R"({"retries":0})");
+  EXPECT_EQ(db.query_int(fmt::format("SELECT options IS NULL FROM jobs WHERE id = {}", plain).c_str(), "q"), 1);
+  EXPECT_TRUE(store().get(plain)->options.empty());
+}
+
+TEST_F(SqliteJobStoreTest, AttemptErrorsAreAppendedAndTheNewest16Kept) {
+  const core::JobId id = add(new_job("e.bin"));
+  EXPECT_TRUE(store().get(id)->errors.empty());
+  for (int i = 1; i <= 20; ++i) {
+    Update u = update_of(id, State::kQueued, i, fmt::format("attempt {} failed", i));
+    u.attempt_error = fmt::format("attempt {} failed", i);
+    store().commit(updates({u}));
+  }
+  // An update without a failed attempt (a start) leaves the list alone.
+  store().commit(updates({update_of(id, State::kRunning, 21)}));
+  reopen();
+  const auto j = store().get(id);
+  ASSERT_TRUE(j);
+  ASSERT_EQ(j->errors.size(), kMaxErrors);
+  EXPECT_EQ(j->errors.front(), "attempt 5 failed");
+  EXPECT_EQ(j->errors.back(), "attempt 20 failed");
+  EXPECT_EQ(j->error, "");
+  EXPECT_EQ(all_jobs().at(0).errors, j->errors);  // list() reads them too
+}
+
 TEST_F(SqliteJobStoreTest, OptionalFieldsStayAbsent) {
   const core::JobId id = add(new_job("plain"));
   const auto j = store().get(id);

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -183,7 +184,7 @@ TEST(SqliteOpen, ANewerSchemaIsRefused) {
   fetchd::testing::TempDir dir;
   const fs::path path = make_store(dir, 3);
   raw(path).exec("PRAGMA user_version = 99");
-  expect_refused(path, "schema version 99, newer than this fetchd supports (1)");
+  expect_refused(path, "schema version 99, newer than this fetchd supports (2)");
   EXPECT_EQ(raw(path).query_int("SELECT count(*) FROM jobs", "q"), 3);  // never reset
 }
 
@@ -192,6 +193,55 @@ TEST(SqliteOpen, AnOlderUnknownSchemaIsRefused) {
   const fs::path path = make_store(dir, 1);
   raw(path).exec("PRAGMA user_version = 0");
   expect_refused(path, "schema version 0");
+}
+
+TEST(SqliteOpen, AVersion1StoreIsMigratedAndKeepsItsJobs) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir / "jobs.db";
+  {
+    // A store as fetchd with schema 1 made it: its DDL, its pragmas, a job with a header and an error.
+    ::close(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    auto db = raw(path);
+    db.exec("BEGIN IMMEDIATE");
+    db.exec(schema::kCreateV1);
+    db.exec(fmt::format("PRAGMA application_id = {}; PRAGMA user_version = 1", schema::kApplicationId).c_str());
+    db.exec(
+        "INSERT INTO jobs (key, url, dest, sha256, size, header_count, priority, state, attempts, error, bytes, "
+        "created_ms, updated_ms) VALUES ('client:k', 'http://h/a', '/out/a', NULL, 42, 1, 3, 'queued', 2, "
+        "'HTTP 503', 7, 1000, 2000)");
+    db.exec("INSERT INTO job_headers (job_id, pos, name, value) VALUES (1, 0, 'X-Token', X'76')");
+    db.exec("INSERT INTO jobs (url, dest, priority, state, created_ms, updated_ms, finished_ms) VALUES "
+            "('http://h/b', '/out/b', 0, 'done', 1000, 2000, 2000)");
+    db.exec("COMMIT");
+  }
+  {
+    auto store = open_sqlite_store(path);
+    const auto a = store->get(1);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->key, "client:k");
+    EXPECT_EQ(a->url, "http://h/a");
+    EXPECT_EQ(a->size, 42U);
+    EXPECT_EQ(a->headers, (core::Headers{{"X-Token", "v"}}));
+    EXPECT_EQ(a->priority, 3);
+    EXPECT_EQ(a->attempts, 2);
+    EXPECT_EQ(a->error, "HTTP 503");
+    EXPECT_TRUE(a->options.empty());
+    EXPECT_TRUE(a->errors.empty());
+    EXPECT_EQ(store->counts().queued, 1U);
+    EXPECT_EQ(store->counts().done, 1U);
+    EXPECT_EQ(store->next_queued(std::nullopt, 10).size(), 1U);
+    // The new columns work on the migrated file.
+    Update u{1, State::kQueued, 3, "HTTP 502", 0, std::string("HTTP 502")};
+    store->commit(Batch{{}, {u}});
+    NewJob c = new_job("c");
+    c.options.retry.retries = 1;
+    const auto r = store->commit(submits({c}));
+    EXPECT_EQ(r.submits.at(0).id, 3U);
+    EXPECT_EQ(store->get(1)->errors, std::vector<std::string>{"HTTP 502"});
+    EXPECT_EQ(store->get(3)->options, c.options);
+  }
+  EXPECT_EQ(raw(path).query_int("PRAGMA user_version", "q"), schema::kVersion);
+  EXPECT_EQ(open_sqlite_store(path)->get(2)->state, State::kDone);  // and opens again as it is
 }
 
 TEST(SqliteOpen, ADirectoryOrAMissingDirectoryIsRefused) {

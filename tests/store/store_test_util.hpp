@@ -26,7 +26,7 @@ inline NewJob new_job(const std::string& dest, const std::string& key = "", int 
 
 inline Update update_of(core::JobId id, State state, int attempts = 1, std::string error = "",
                         std::uint64_t bytes = 0) {
-  return Update{id, state, attempts, std::move(error), bytes};
+  return Update{id, state, attempts, std::move(error), bytes, std::nullopt};
 }
 
 inline Batch submits(std::vector<NewJob> jobs) {

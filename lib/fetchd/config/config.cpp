@@ -78,23 +78,11 @@ std::string ConfigError::to_string() const {
 ConfigErrors::ConfigErrors(std::vector<ConfigError> errors)
     : std::runtime_error(join_errors(errors)), errors_(std::move(errors)) {}
 
-void RetryOverrides::apply_to(core::RetryPolicy& p) const {
-  if (retries) p.retries = *retries;
-  if (initial) p.initial = *initial;
-  if (max) p.max = *max;
-  if (multiplier) p.multiplier = *multiplier;
-  if (jitter) p.jitter = *jitter;
-  if (retry_after_max) p.retry_after_max = *retry_after_max;
-  if (retry_on) p.retry_on = *retry_on;
-}
-
-core::TransferOptions Config::effective_options(const Job& job) const {
+core::TransferOptions Config::effective_options(const core::JobOptions& options,
+                                                const core::Headers& headers) const {
   core::TransferOptions out = defaults;
-  job.retry.apply_to(out.retry);
-  if (job.max_size) out.max_size = *job.max_size;
-  if (job.rate) out.rate = *job.rate;
-  if (job.timeout) out.timeout = *job.timeout;
-  for (const auto& [name, value] : job.headers) {
+  options.apply_to(out);
+  for (const auto& [name, value] : headers) {
     auto same = std::find_if(out.headers.begin(), out.headers.end(),
                              [&n = name](const auto& h) { return detail::iequals(h.first, n); });
     if (same != out.headers.end()) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "fetchd/core/job_options.hpp"
 #include "fetchd/core/transfer_types.hpp"
 
 namespace fetchd::config {
@@ -97,32 +98,16 @@ struct SecurityConfig {
   bool operator==(const SecurityConfig&) const = default;
 };
 
-// A job's own retry keys; unset ones come from defaults.
-struct RetryOverrides {
-  std::optional<int> retries;
-  std::optional<std::chrono::milliseconds> initial;
-  std::optional<std::chrono::milliseconds> max;
-  std::optional<double> multiplier;
-  std::optional<core::Jitter> jitter;
-  std::optional<std::chrono::milliseconds> retry_after_max;
-  std::optional<core::RetryOn> retry_on;
-
-  void apply_to(core::RetryPolicy& policy) const;
-  bool operator==(const RetryOverrides&) const = default;
-};
+using RetryOverrides = core::RetryOverrides;
 
 struct Job {
   std::string url;
   std::string dest;  // relative to output.dir, normalized ("sub/a.bin"); absolute path = output.dir / dest
   std::optional<std::string> sha256;  // lowercase hex
-  std::optional<std::string> sha512;  // lowercase hex
   std::optional<std::uint64_t> size;
   core::Headers headers;  // the job's own headers (merged over defaults by effective_options)
-  // The job's own values of these defaults (effective_options merges them).
-  RetryOverrides retry;
-  std::optional<std::uint64_t> max_size;
-  std::optional<std::uint64_t> rate;
-  std::optional<std::chrono::milliseconds> timeout;
+  // The job's own values of defaults' keys, and sha512 (effective_options merges them).
+  core::JobOptions options;
   // Where the job was defined, for messages: "jobs.yaml:12" or "lists/more.txt:3".
   std::string origin;
 };
@@ -143,7 +128,8 @@ struct Config {
   std::vector<Job> jobs;
 
   // defaults with the job's own keys merged over (headers: same name, case-insensitive, replaces).
-  core::TransferOptions effective_options(const Job& job) const;
+  core::TransferOptions effective_options(const Job& job) const { return effective_options(job.options, job.headers); }
+  core::TransferOptions effective_options(const core::JobOptions& options, const core::Headers& headers) const;
   std::filesystem::path dest_path(const Job& job) const { return output.dir / job.dest; }
 };
 

@@ -157,15 +157,16 @@ std::string dump_config(const Config& config, bool show_secrets) {
     out << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted << shown_url(job.url, config, show_secrets);
     out << YAML::Key << "dest" << YAML::Value << YAML::DoubleQuoted << job.dest;
     if (job.sha256) out << YAML::Key << "sha256" << YAML::Value << YAML::DoubleQuoted << *job.sha256;
-    if (job.sha512) out << YAML::Key << "sha512" << YAML::Value << YAML::DoubleQuoted << *job.sha512;
+    const core::JobOptions& o = job.options;
+    if (o.sha512) out << YAML::Key << "sha512" << YAML::Value << YAML::DoubleQuoted << *o.sha512;
     if (job.size) out << YAML::Key << "size" << YAML::Value << exact_size(*job.size);
-    if (job.timeout) out << YAML::Key << "timeout" << YAML::Value << exact_duration(*job.timeout);
-    if (job.max_size) out << YAML::Key << "max_size" << YAML::Value << exact_size(*job.max_size);
-    if (job.rate) out << YAML::Key << "rate" << YAML::Value << exact_size(*job.rate);
-    if (!(job.retry == RetryOverrides{})) {
+    if (o.timeout) out << YAML::Key << "timeout" << YAML::Value << exact_duration(*o.timeout);
+    if (o.max_size) out << YAML::Key << "max_size" << YAML::Value << exact_size(*o.max_size);
+    if (o.rate) out << YAML::Key << "rate" << YAML::Value << exact_size(*o.rate);
+    if (!(o.retry == RetryOverrides{})) {
       // A job's retry keys are written out whole: the dump is the policy the job runs with.
       core::RetryPolicy policy = config.defaults.retry;
-      job.retry.apply_to(policy);
+      o.retry.apply_to(policy);
       emit_retry(out, policy);
     }
     if (!job.headers.empty()) {

@@ -25,6 +25,7 @@
 #include "fetchd/core/version.hpp"
 #include "fetchd/curl/curl.hpp"
 #include "fetchd/config/validate.hpp"
+#include "fetchd/config/value_reader.hpp"
 #include "text_util.hpp"
 
 namespace fetchd::config {
@@ -42,7 +43,6 @@ const std::vector<std::string_view> kRootKeys{"strategy", "output", "defaults", 
 const std::vector<std::string_view> kLimitsKeys{"per_host", "rate"};
 const std::vector<std::string_view> kTlsKeys{"ca_file", "ca_path"};
 const std::vector<std::string_view> kSecurityKeys{"deny_private_addresses", "redact_query"};
-const std::vector<std::string_view> kBackoffKeys{"initial", "max", "multiplier", "jitter"};
 const std::vector<std::string_view> kControlKeys{"socket", "mode", "group", "tcp", "max_connections"};
 const std::vector<std::string_view> kStateKeys{"dir", "synchronous", "history"};
 const std::vector<std::string_view> kHistoryKeys{"max_age", "max_jobs"};
@@ -59,11 +59,6 @@ const std::vector<std::string_view> kJobKeys{"url",     "dest",    "sha256",   "
                                              "backoff", "retry_on", "retry_after_max", "urls_file"};
 const std::vector<std::string_view> kLogLevels{"trace", "debug", "info", "warn", "error", "off"};
 
-struct Pos {
-  int line = 0;  // 1-based, 0 = unknown
-  int column = 0;
-};
-
 Pos pos_of(const YAML::Mark& m) {
   if (m.is_null() || m.line < 0 || m.column < 0) return {};
   return {m.line + 1, m.column + 1};
@@ -71,6 +66,30 @@ Pos pos_of(const YAML::Mark& m) {
 
 Pos pos_of(const YAML::Node& n) {
   return pos_of(n.Mark());
+}
+
+// The document as a Value tree for the reader (value_reader.hpp). Recursive: check_shape bounded the depth.
+Value to_value(const YAML::Node& n) {
+  Value v;
+  v.pos = pos_of(n);
+  switch (n.Type()) {
+    case YAML::NodeType::Scalar:
+      v.kind = Value::Kind::kScalar;
+      v.text = n.Scalar();
+      break;
+    case YAML::NodeType::Sequence:
+      v.kind = Value::Kind::kList;
+      for (const auto& item : n) v.items.push_back(to_value(item));
+      break;
+    case YAML::NodeType::Map:
+      v.kind = Value::Kind::kMap;
+      for (const auto& kv : n) v.members.emplace_back(to_value(kv.first), to_value(kv.second));
+      break;
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return v;
 }
 
 // Where each YAML document of `text` starts, up to the second one. yaml-cpp 0.7's LoadAll never returns on some
@@ -100,31 +119,6 @@ std::vector<YAML::Mark> document_starts(const std::string& text) {
 
 using detail::escape;
 using detail::show;
-
-std::string kind_of(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Sequence:
-      return "a list";
-    case YAML::NodeType::Scalar:
-      return fmt::format("the value {}", show(n.Scalar()));
-    case YAML::NodeType::Null:
-      return "nothing";
-    case YAML::NodeType::Undefined:
-      break;
-  }
-  return "nothing";
-}
-
-std::string child_key(const std::string& path, std::string_view name) {
-  return path.empty() ? escape(name) : path + "." + escape(name);
-}
-
-
-bool is_hex(char c) {
-  return std::isxdigit(static_cast<unsigned char>(c)) != 0;
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -180,21 +174,6 @@ std::optional<std::string> read_file(const fs::path& path, std::uintmax_t limit,
   return data;
 }
 
-// A key of a YAML map that passed the key checks.
-struct Entry {
-  std::string name;
-  std::string key;  // dotted path for messages
-  Pos key_pos;
-  YAML::Node value;
-
-  // Where the value is; a missing value (null) has no useful mark of its own, so the key's is used.
-  Pos value_pos() const {
-    if (value.IsNull()) return key_pos;
-    Pos p = pos_of(value);
-    return p.line > 0 ? p : key_pos;
-  }
-};
-
 // Where a job was defined, for messages about its destination.
 struct Site {
   std::string file;
@@ -203,7 +182,7 @@ struct Site {
   std::array<int, 4> order{};  // position in the config file, then in the urls_file
 };
 
-class Loader {
+class Loader final : public ValueReader {
  public:
   Loader(std::string name, const fs::path& base_dir) : name_(std::move(name)) {
     base_dir_ = strip_trailing_separator(fs::absolute(base_dir).lexically_normal());
@@ -239,7 +218,7 @@ class Loader {
       throw_errors();
     }
     try {
-      if (doc && check_shape(*doc)) root(*doc);
+      if (doc && check_shape(*doc)) root(to_value(*doc));
     } catch (const YAML::Exception& e) {
       // Not expected: every access is type-checked first. Still, no yaml-cpp exception leaves this component.
       error(pos_of(e.mark), "", fmt::format("invalid YAML: {}", e.msg));
@@ -266,7 +245,7 @@ class Loader {
     errors_.emplace_back(site.order, std::move(e));
   }
 
-  void error(Pos pos, std::string key, std::string message) {
+  void error(Pos pos, std::string key, std::string message) override {
     error(Site{name_, pos, std::move(key), {pos.line, pos.column, 0, 0}}, std::move(message));
   }
 
@@ -310,145 +289,6 @@ class Loader {
     return true;
   }
 
-  // Checks that `node` is a map (nothing counts as empty) with string keys from `allowed` (any key when
-  // `any_key`), each at most once; returns the good entries in document order.
-  std::vector<Entry> entries(const YAML::Node& node, const std::string& path, Pos pos,
-                             const std::vector<std::string_view>& allowed, bool any_key = false,
-                             bool case_insensitive = false) {
-    std::vector<Entry> out;
-    if (node.IsNull()) return out;
-    if (!node.IsMap()) {
-      Pos p = pos_of(node);
-      error(p.line > 0 ? p : pos, path, fmt::format("expected a map, got {}", kind_of(node)));
-      return out;
-    }
-    std::string where = path.empty() ? std::string("at the top level") : "in " + path;
-    for (const auto& kv : node) {
-      Pos kp = pos_of(kv.first);
-      if (!kv.first.IsScalar()) {
-        error(kp, path, fmt::format("keys must be plain strings, got {}", kind_of(kv.first)));
-        continue;
-      }
-      std::string name = kv.first.Scalar();
-      if (!detail::is_valid_utf8(name)) {
-        error(kp, path, "a key that is not valid UTF-8");
-        continue;
-      }
-      std::string key = child_key(path, name);
-      if (!any_key && std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-        std::string msg = fmt::format("unknown key {} {}", show(name), where);
-        if (auto close = detail::closest_match(name, allowed)) {
-          msg += fmt::format("; did you mean '{}'?", *close);
-        } else {
-          msg += fmt::format(" (allowed: {})", detail::join(allowed));
-        }
-        error(kp, key, std::move(msg));
-        continue;
-      }
-      auto first = std::find_if(out.begin(), out.end(), [&](const Entry& e) {
-        return case_insensitive ? detail::iequals(e.name, name) : e.name == name;
-      });
-      if (first != out.end()) {
-        error(kp, key, fmt::format("{} is given twice (first at line {})", show(name), first->key_pos.line));
-        continue;
-      }
-      out.push_back(Entry{std::move(name), std::move(key), kp, kv.second});
-    }
-    return out;
-  }
-
-  std::optional<std::string> scalar(const Entry& e, std::string_view expected) {
-    if (e.value.IsScalar()) {
-      // Every string kept comes through here. Not UTF-8 (raw bytes, or yaml-cpp 0.7 decoding the escapes "\N"
-      // and "\_" to single bytes): refused, since dump_config could not write it back as it is.
-      if (!detail::is_valid_utf8(e.value.Scalar())) {
-        error(e.value_pos(), e.key, "not valid UTF-8");
-        return std::nullopt;
-      }
-      return e.value.Scalar();
-    }
-    if (e.value.IsNull()) {
-      error(e.key_pos, e.key, fmt::format("missing value; expected {}", expected));
-    } else {
-      error(e.value_pos(), e.key, fmt::format("expected {}, got {}", expected, kind_of(e.value)));
-    }
-    return std::nullopt;
-  }
-
-  std::optional<int> integer(const Entry& e, int min) {
-    auto s = scalar(e, "an integer");
-    if (!s) return std::nullopt;
-    int value = 0;
-    const char* end = s->data() + s->size();
-    auto [ptr, ec] = std::from_chars(s->data(), end, value);
-    if (ec == std::errc::result_out_of_range) {
-      error(e.value_pos(), e.key, fmt::format("{} is out of range", show(*s)));
-      return std::nullopt;
-    }
-    if (ec != std::errc{} || ptr != end) {
-      error(e.value_pos(), e.key, fmt::format("expected an integer, got {}", show(*s)));
-      return std::nullopt;
-    }
-    if (value < min) {
-      error(e.value_pos(), e.key,
-            min == 0 ? fmt::format("must not be negative, got {}", value)
-                     : fmt::format("must be at least {}, got {}", min, value));
-      return std::nullopt;
-    }
-    return value;
-  }
-
-  std::optional<bool> boolean(const Entry& e) {
-    auto s = scalar(e, "true or false");
-    if (!s) return std::nullopt;
-    if (detail::iequals(*s, "true")) return true;
-    if (detail::iequals(*s, "false")) return false;
-    error(e.value_pos(), e.key, fmt::format("expected true or false, got {}", show(*s)));
-    return std::nullopt;
-  }
-
-  std::optional<std::uint64_t> size(const Entry& e) {
-    auto s = scalar(e, "a size such as 4096, 64KiB or 1.5MB");
-    if (!s) return std::nullopt;
-    std::string why;
-    auto v = core::parse_size(*s, &why);
-    if (!v) error(e.value_pos(), e.key, why);
-    return v;
-  }
-
-  // allow_zero: 0 means "no limit" for this key.
-  std::optional<milliseconds> duration(const Entry& e, bool allow_zero = false) {
-    auto s = scalar(e, "a duration such as 30s, 2m or 250ms");
-    if (!s) return std::nullopt;
-    std::string why;
-    auto v = core::parse_duration(*s, &why);
-    if (!v) {
-      error(e.value_pos(), e.key, why);
-      return std::nullopt;
-    }
-    if (v->count() < 0 || (v->count() == 0 && !allow_zero)) {
-      error(e.value_pos(), e.key, fmt::format("must be longer than 0, got {}", show(*s)));
-      return std::nullopt;
-    }
-    return v;
-  }
-
-  template <typename T>
-  std::optional<T> choice(const Entry& e, std::string_view what,
-                          const std::vector<std::pair<std::string_view, T>>& options) {
-    std::vector<std::string_view> names;
-    for (const auto& o : options) names.push_back(o.first);
-    auto s = scalar(e, fmt::format("one of: {}", detail::join(names)));
-    if (!s) return std::nullopt;
-    for (const auto& o : options) {
-      if (o.first == *s) return o.second;
-    }
-    std::string msg = fmt::format("unknown {} {}; expected one of: {}", what, show(*s), detail::join(names));
-    if (auto close = detail::closest_match(*s, names)) msg += fmt::format(" (did you mean '{}'?)", *close);
-    error(e.value_pos(), e.key, std::move(msg));
-    return std::nullopt;
-  }
-
   // A string without control characters (a tab is fine), for headers and the user agent.
   std::optional<std::string> header_text(const Entry& e, std::string_view expected) {
     auto s = scalar(e, expected);
@@ -466,7 +306,7 @@ class Loader {
     bool ok = true;
     core::Headers out;
     auto list =
-        entries(section.value, section.key, section.key_pos, {}, /*any_key=*/true, /*case_insensitive=*/true);
+        entries(*section.value, section.key, section.key_pos, {}, /*any_key=*/true, /*case_insensitive=*/true);
     for (const auto& e : list) {
       if (!config::header_name_ok(e.name)) {
         error(e.key_pos, e.key,
@@ -486,8 +326,8 @@ class Loader {
     return out;
   }
 
-  void root(const YAML::Node& node) {
-    for (const auto& e : entries(node, "", pos_of(node), kRootKeys)) {
+  void root(const Value& node) {
+    for (const auto& e : entries(node, "", node.pos, kRootKeys)) {
       if (e.name == "strategy") strategy(e);
       if (e.name == "output") output(e);
       if (e.name == "defaults") defaults(e);
@@ -507,7 +347,7 @@ class Loader {
     std::size_t errors_before = errors_.size();
     Pos workers_at = section.key_pos;  // where a cross-key error points when the key itself is missing
     Pos inner_at = section.key_pos;
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kStrategyKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kStrategyKeys)) {
       if (e.name == "kind") {
         if (auto v = choice<StrategyKind>(e, "strategy kind",
                                           {{"event-loop", StrategyKind::kEventLoop},
@@ -551,7 +391,7 @@ class Loader {
 
   void output(const Entry& section) {
     auto& o = config_.output;
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kOutputKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kOutputKeys)) {
       if (e.name == "dir") {
         output_dir_ok_ = false;
         auto s = scalar(e, "a folder path");
@@ -589,7 +429,7 @@ class Loader {
   void defaults(const Entry& section) {
     auto& d = config_.defaults;
     RetryOverrides retry;
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kDefaultsKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kDefaultsKeys)) {
       if (retry_key(e, retry)) continue;
       if (e.name == "timeout") {
         if (auto v = duration(e, /*allow_zero=*/true)) d.timeout = *v;
@@ -612,87 +452,8 @@ class Loader {
     retry.apply_to(d.retry);
   }
 
-  // The retry keys a job shares with defaults. True when `e` was one of them.
-  bool retry_key(const Entry& e, RetryOverrides& r) {
-    if (e.name == "retries") {
-      if (auto v = integer(e, 0)) r.retries = *v;
-    } else if (e.name == "retry_after_max") {
-      if (auto v = duration(e)) r.retry_after_max = *v;
-    } else if (e.name == "retry_on") {
-      if (auto v = retry_on(e)) r.retry_on = std::move(*v);
-    } else if (e.name == "backoff") {
-      for (const auto& b : entries(e.value, e.key, e.key_pos, kBackoffKeys)) {
-        if (b.name == "initial") {
-          if (auto v = duration(b)) r.initial = *v;
-        } else if (b.name == "max") {
-          if (auto v = duration(b)) r.max = *v;
-        } else if (b.name == "multiplier") {
-          auto text = scalar(b, "a number of at least 1, such as 2 or 1.5");
-          if (!text) continue;
-          double v = 0;
-          auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
-          if (ec != std::errc{} || ptr != text->data() + text->size() || !(v >= 1.0) || v > 1000.0) {
-            error(b.value_pos(), b.key, fmt::format("expected a number from 1 to 1000, got {}", show(*text)));
-            continue;
-          }
-          r.multiplier = v;
-        } else if (b.name == "jitter") {
-          if (auto v = choice<core::Jitter>(b, "jitter", {{"full", core::Jitter::kFull}, {"none", core::Jitter::kNone}}))
-            r.jitter = *v;
-        }
-      }
-    } else {
-      return false;
-    }
-    return true;
-  }
-
-  // retry_on: a list of failure classes (connect, timeout, partial, tls) and HTTP statuses (400-599).
-  std::optional<core::RetryOn> retry_on(const Entry& e) {
-    if (!e.value.IsSequence()) {
-      error(e.value_pos(), e.key,
-            fmt::format("expected a list such as [connect, timeout, partial, 429, 503], got {}", kind_of(e.value)));
-      return std::nullopt;
-    }
-    core::RetryOn out{false, false, false, false, {}};
-    bool ok = true;
-    int i = 0;
-    for (const auto& item : e.value) {
-      Entry it{"", fmt::format("{}[{}]", e.key, i++), pos_of(item).line > 0 ? pos_of(item) : e.key_pos, item};
-      auto text = scalar(it, "connect, timeout, partial, tls or an HTTP status");
-      if (!text) {
-        ok = false;
-        continue;
-      }
-      if (*text == "connect") {
-        out.connect = true;
-      } else if (*text == "timeout") {
-        out.timeout = true;
-      } else if (*text == "partial") {
-        out.partial = true;
-      } else if (*text == "tls") {
-        out.tls = true;
-      } else {
-        int status = 0;
-        auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), status);
-        if (ec != std::errc{} || ptr != text->data() + text->size() || status < 400 || status > 599) {
-          error(it.value_pos(), it.key,
-                fmt::format("expected connect, timeout, partial, tls or an HTTP status from 400 to 599, got {}",
-                            show(*text)));
-          ok = false;
-          continue;
-        }
-        out.statuses.push_back(status);
-      }
-    }
-    if (!ok) return std::nullopt;
-    std::sort(out.statuses.begin(), out.statuses.end());
-    out.statuses.erase(std::unique(out.statuses.begin(), out.statuses.end()), out.statuses.end());
-    return out;
-  }
-
   void limits(const Entry& section) {
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kLimitsKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kLimitsKeys)) {
       if (e.name == "per_host") {
         if (auto v = integer(e, 0)) config_.limits.per_host = *v;
       } else if (e.name == "rate") {
@@ -702,7 +463,7 @@ class Loader {
   }
 
   void tls(const Entry& section) {
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kTlsKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kTlsKeys)) {
       auto s = scalar(e, e.name == "ca_file" ? "a PEM file of CA certificates" : "a directory of CA certificates");
       if (!s) continue;
       if (s->empty()) continue;  // "" = the system's default
@@ -722,19 +483,18 @@ class Loader {
   }
 
   void security(const Entry& section) {
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kSecurityKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kSecurityKeys)) {
       if (e.name == "deny_private_addresses") {
         if (auto v = boolean(e)) config_.defaults.deny_private_addresses = *v;
       } else if (e.name == "redact_query") {
-        if (!e.value.IsSequence()) {
+        if (!e.value->is_list()) {
           error(e.value_pos(), e.key,
-                fmt::format("expected a list of query parameter names (\"*\" for all), got {}", kind_of(e.value)));
+                fmt::format("expected a list of query parameter names (\"*\" for all), got {}", kind_of(*e.value)));
           continue;
         }
         std::vector<std::string> names;
-        int i = 0;
-        for (const auto& item : e.value) {
-          Entry it{"", fmt::format("{}[{}]", e.key, i++), pos_of(item).line > 0 ? pos_of(item) : e.key_pos, item};
+        for (std::size_t i = 0; i < e.value->items.size(); ++i) {
+          Entry it = item(e, i);
           auto name = scalar(it, "a query parameter name");
           if (!name) continue;
           if (name->empty() || !std::all_of(name->begin(), name->end(), [](char c) {
@@ -752,7 +512,7 @@ class Loader {
 
   void low_speed(const Entry& section) {
     auto& d = config_.defaults;
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kLowSpeedKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kLowSpeedKeys)) {
       if (e.name == "limit") {
         if (auto v = size(e)) d.low_speed_limit = *v;
       } else if (e.name == "time") {
@@ -770,7 +530,7 @@ class Loader {
 
   void log(const Entry& section) {
     auto& l = config_.log;
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kLogKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kLogKeys)) {
       if (e.name == "level") {
         std::vector<std::pair<std::string_view, std::string_view>> levels;
         for (auto name : kLogLevels) levels.emplace_back(name, name);
@@ -794,7 +554,7 @@ class Loader {
 
   void control(const Entry& section) {
     auto& c = config_.control;
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kControlKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kControlKeys)) {
       if (e.name == "socket") {
         auto p = daemon_path(e, "a socket path");
         if (!p) continue;
@@ -846,7 +606,7 @@ class Loader {
 
   void state(const Entry& section) {
     auto& st = config_.state;
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kStateKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kStateKeys)) {
       if (e.name == "dir") {
         if (auto p = daemon_path(e, "a folder path")) st.dir = std::move(*p);
       } else if (e.name == "synchronous") {
@@ -855,7 +615,7 @@ class Loader {
           st.synchronous = *v;
         }
       } else if (e.name == "history") {
-        for (const auto& h : entries(e.value, e.key, e.key_pos, kHistoryKeys)) {
+        for (const auto& h : entries(*e.value, e.key, e.key_pos, kHistoryKeys)) {
           if (h.name == "max_age") {
             if (auto v = duration(h)) st.history_max_age = *v;
           } else if (h.name == "max_jobs") {
@@ -867,7 +627,7 @@ class Loader {
   }
 
   void shutdown(const Entry& section) {
-    for (const auto& e : entries(section.value, section.key, section.key_pos, kShutdownKeys)) {
+    for (const auto& e : entries(*section.value, section.key, section.key_pos, kShutdownKeys)) {
       if (e.name == "grace") {
         if (auto v = duration(e)) config_.shutdown.grace = *v;
       }
@@ -875,21 +635,21 @@ class Loader {
   }
 
   void jobs(const Entry& section) {
-    if (section.value.IsNull()) return;
-    if (!section.value.IsSequence()) {
+    if (section.value->is_null()) return;
+    if (!section.value->is_list()) {
       error(section.value_pos(), section.key,
-            fmt::format("expected a list of jobs, got {}", kind_of(section.value)));
+            fmt::format("expected a list of jobs, got {}", kind_of(*section.value)));
       return;
     }
     int index = 0;
-    for (const auto& item : section.value) job(item, index++, section.key_pos);
+    for (const auto& item : section.value->items) job(item, index++, section.key_pos);
   }
 
-  void job(const YAML::Node& item, int index, Pos fallback) {
+  void job(const Value& item, int index, Pos fallback) {
     std::string key = fmt::format("jobs[{}]", index);
-    Pos pos = pos_of(item);
+    Pos pos = item.pos;
     if (pos.line == 0) pos = fallback;
-    if (!item.IsMap()) {
+    if (!item.is_map()) {
       error(pos, key, fmt::format("expected a map with 'url' or 'urls_file', got {}", kind_of(item)));
       return;
     }
@@ -936,39 +696,13 @@ class Loader {
         job.dest = std::move(*dest);
         site = Site{name_, e.value_pos(), e.key, {e.value_pos().line, e.value_pos().column, 0, 0}};
       } else if (e.name == "sha256") {
-        auto s = scalar(e, "64 hex digits");
-        if (!s) continue;
-        if (s->size() != 64 || !std::all_of(s->begin(), s->end(), is_hex)) {
-          error(e.value_pos(), e.key,
-                fmt::format("expected 64 hex digits, got {} ({} characters)", show(*s), s->size()));
-          continue;
-        }
-        std::string lower = *s;
-        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        job.sha256 = std::move(lower);
-      } else if (e.name == "sha512") {
-        auto s = scalar(e, "128 hex digits");
-        if (!s) continue;
-        if (s->size() != 128 || !std::all_of(s->begin(), s->end(), is_hex)) {
-          error(e.value_pos(), e.key,
-                fmt::format("expected 128 hex digits, got {} ({} characters)", show(*s), s->size()));
-          continue;
-        }
-        std::string lower = *s;
-        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        job.sha512 = std::move(lower);
+        if (auto v = hex(e, 64)) job.sha256 = std::move(*v);
       } else if (e.name == "size") {
         if (auto v = size(e)) job.size = *v;
       } else if (e.name == "headers") {
         if (auto v = headers(e)) job.headers = std::move(*v);
-      } else if (e.name == "timeout") {
-        if (auto v = duration(e, /*allow_zero=*/true)) job.timeout = *v;
-      } else if (e.name == "max_size") {
-        if (auto v = size(e)) job.max_size = *v;
-      } else if (e.name == "rate") {
-        if (auto v = size(e)) job.rate = *v;
       } else {
-        retry_key(e, job.retry);
+        job_option(e, job.options);
       }
     }
     if (errors_.size() != errors_before) return;  // a broken job would only cause follow-up errors

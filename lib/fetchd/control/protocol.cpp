@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "fetchd/config/validate.hpp"
+#include "fetchd/config/value_reader.hpp"
 #include "fetchd/core/dest_path.hpp"
 #include "fetchd/curl/curl.hpp"
 
@@ -140,7 +141,7 @@ std::string got(const json& v) {
   return "got a string";
 }
 
-std::string join(std::initializer_list<std::string_view> items) {
+std::string join(const std::vector<std::string_view>& items) {
   std::string out;
   for (auto item : items) {
     if (!out.empty()) out += ", ";
@@ -150,7 +151,7 @@ std::string join(std::initializer_list<std::string_view> items) {
 }
 
 // Refuses the first key of `obj` that is not in `allowed`.
-void check_fields(const json& obj, std::initializer_list<std::string_view> allowed, ErrorCode code,
+void check_fields(const json& obj, const std::vector<std::string_view>& allowed, ErrorCode code,
                   std::string_view prefix, std::string_view takes) {
   for (const auto& [key, value] : obj.items()) {
     bool known = false;
@@ -204,14 +205,27 @@ std::string show_char(char c) {
   return fmt::format("'{}'", c);
 }
 
+// A job's own options, read by the config's reader (the YAML job list's words and checks); the first problem
+// refuses the job.
+class OptionReader final : public config::ValueReader {
+ protected:
+  void error(config::Pos, std::string key, std::string message) override {
+    refuse(ErrorCode::kInvalidJob, fmt::format("{}: {}", key, message));
+  }
+};
+
 JobSpec parse_job(const json& j, std::size_t index) {
   const std::string at = fmt::format("jobs[{}]", index);
   auto fail = [&](std::string_view field, std::string message) {
     refuse(ErrorCode::kInvalidJob, fmt::format("{}.{}: {}", at, field, message));
   };
   if (!j.is_object()) refuse(ErrorCode::kInvalidJob, fmt::format("{}: must be an object, {}", at, got(j)));
-  check_fields(j, {"url", "dest", "sha256", "size", "headers", "priority", "key"}, ErrorCode::kInvalidJob,
-               at + ".", "a job");
+  static const std::vector<std::string_view> kJobFields = [] {
+    std::vector<std::string_view> out{"url", "dest", "sha256", "size", "headers", "priority", "key"};
+    out.insert(out.end(), config::kJobOptionKeys.begin(), config::kJobOptionKeys.end());
+    return out;
+  }();
+  check_fields(j, kJobFields, ErrorCode::kInvalidJob, at + ".", "a job");
   JobSpec job;
 
   const json* url = find(j, "url");
@@ -288,6 +302,14 @@ JobSpec parse_job(const json& j, std::size_t index) {
       fail("key", fmt::format("must be at most {} bytes, got {}", kMaxKeyBytes, k.size()));
     job.key = k;
   }
+
+  OptionReader reader;
+  for (auto name : config::kJobOptionKeys) {
+    const json* v = find_value(j, std::string(name).c_str());
+    if (!v) continue;
+    const config::Value value = config::value_from_json(*v);
+    reader.job_option(config::Entry{std::string(name), fmt::format("{}.{}", at, name), {}, &value}, job.options);
+  }
   return job;
 }
 
@@ -340,7 +362,7 @@ constexpr std::array<std::string_view, 8> kOpNames = {"submit", "status", "list"
 
 // Everything after the op is known; `name` is one of kOpNames.
 Op parse_op(std::string_view name, const json& obj) {
-  auto only = [&](std::initializer_list<std::string_view> fields, std::string_view takes) {
+  auto only = [&](const std::vector<std::string_view>& fields, std::string_view takes) {
     check_fields(obj, fields, ErrorCode::kBadRequest, "", takes);
   };
   if (name == "submit") {
@@ -570,10 +592,12 @@ json job_to_json(const store::Job& job) {
       {"state", store::to_string(job.state)},
       {"attempts", job.attempts},
       {"error", job.error},
+      {"errors", job.errors},
       {"bytes", job.bytes},
       {"size", optional_size(job.size)},
       {"sha256", job.sha256 ? json(*job.sha256) : json(nullptr)},
       {"priority", job.priority},
+      {"options", core::to_json(job.options)},
       {"key", std::move(key)},
       {"created", format_time_ms(job.created_ms)},
       {"updated", format_time_ms(job.updated_ms)},

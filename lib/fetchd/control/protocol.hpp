@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "fetchd/core/job_options.hpp"
 #include "fetchd/core/transfer_types.hpp"
 #include "fetchd/store/job_store.hpp"
 
@@ -49,6 +50,9 @@ struct JobSpec {
   core::Headers headers;  // names are tokens, values single lines; values may be secrets: never log them
   int priority = 0;
   std::optional<std::string> key;  // 1..kMaxKeyBytes bytes, as the client gave it (no "client:" prefix)
+  // The job's own options: the YAML job list's keys (sha512, timeout, max_size, rate, retries, backoff,
+  // retry_on, retry_after_max), with the same value syntax and checks (config/value_reader.hpp).
+  core::JobOptions options;
 };
 
 struct Submit {
@@ -104,7 +108,9 @@ std::string encode_error(const ProtocolError& error);
 std::string encode_event(std::string_view event, std::string_view key, const nlohmann::json& value);
 
 // The Job object of status/list/cancel results. The URL goes through curl::redact_url (userinfo removed, the
-// query shown as "?…": both may carry credentials). `key` shows a client's key without the store's "client:"
+// query shown as "?…": both may carry credentials). Headers are never shown; `options` holds the job's own
+// options (only the keys set), `errors` the error lines of its last failed attempts (already redacted when
+// the transfer wrote them). `key` shows a client's key without the store's "client:"
 // prefix; any other key (the config's, which embeds the URL) is shown as null.
 nlohmann::json job_to_json(const store::Job& job);
 // The smaller job object of watch events: id, url (redacted), dest, state, attempts, bytes, size, error.

@@ -16,7 +16,7 @@ core::TransferRequest make_request(const config::Config& config, const config::J
   r.url = job.url;
   r.dest = config.dest_path(job).string();
   r.sha256 = job.sha256;
-  r.sha512 = job.sha512;
+  r.sha512 = job.options.sha512;
   r.expected_size = job.size;
   r.on_exists = config.output.on_exists;
   r.fsync = config.output.fsync;

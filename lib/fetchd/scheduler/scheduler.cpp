@@ -118,11 +118,11 @@ void Scheduler::retire(std::unique_ptr<strategy::Strategy> old) {
   });
 }
 
-core::JobId Scheduler::add(core::TransferRequest request) {
+core::JobId Scheduler::add(core::TransferRequest request, int prior_attempts) {
   core::JobId id = request.id != 0 ? request.id : next_id_++;
   if (id >= next_id_) next_id_ = id + 1;
   request.id = id;
-  request.attempt = 0;
+  request.attempt = std::max(0, prior_attempts);
   JobRecord record;
   record.origin = curl::origin_of(request.url);
   record.request = std::move(request);
@@ -250,6 +250,7 @@ void Scheduler::on_result(core::TransferResult result) {
   if (r.ok()) {
     finish(job, JobState::kDone);
   } else if (r.category == core::ErrorCategory::kCancelled) {
+    job.interrupted = true;
     finish(job, JobState::kCancelled);
   } else {
     job.attempt_errors.push_back(r.message);
@@ -289,6 +290,9 @@ void Scheduler::finish(JobRecord& job, JobState state) {
 }
 
 void Scheduler::arm_retry_timer() {
+  // Closed by drain(): an attempt that failed during the shutdown grace is retried at the next start (the job
+  // stays queued in the store), not in this process.
+  if (!retry_timer_) return;
   if (retries_.empty()) {
     retry_timer_.stop();
     return;

@@ -40,6 +40,7 @@ struct JobRecord {
   JobState state = JobState::kQueued;
   core::TransferResult last;      // the latest attempt's result
   std::vector<std::string> attempt_errors;  // one line per failed attempt
+  bool interrupted = false;  // cancelled while an attempt ran (that attempt did not fail on its own)
   strategy::Strategy* runner = nullptr;     // the strategy running it (kRunning only)
   std::string origin;                       // "scheme://host:port", what limits.per_host counts
 };
@@ -66,8 +67,10 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Queues a job; returns its id: request.id when set (ids from a job store), else a new one.
-  core::JobId add(core::TransferRequest request);
+  // Queues a job; returns its id: request.id when set (ids from a job store), else a new one. prior_attempts:
+  // attempts an earlier daemon run made (from the job store); they count against the retry budget, so a job
+  // that used 2 of 3 retries before a restart has 1 left after it.
+  core::JobId add(core::TransferRequest request, int prior_attempts = 0);
   // Transfers started from now on run on a new strategy (config reload); the old one finishes what it runs
   // (results arrive as usual) and is released afterwards.
   void replace_strategy(const StrategyFactory& make_strategy);

@@ -59,8 +59,8 @@ store::SqliteOptions sqlite_options(const config::Config& c) {
   return o;
 }
 
-// The configured job behind each config key, for its own options (retries, max_size, rate, ...), which the
-// store does not keep: the config file is their source of truth, also after a reload.
+// The configured job behind each config key: the source of the options of config jobs stored by a fetchd
+// before store schema 2, which kept none (newer jobs carry their own options in the store).
 std::unordered_map<std::string, const config::Job*> config_jobs_by_key(const config::Config& c) {
   std::unordered_map<std::string, const config::Job*> out;
   for (const auto& job : c.jobs) out.emplace(config_key(c.dest_path(job).string(), job.url), &job);
@@ -114,7 +114,8 @@ class Daemon {
     return scheduler_->runnable() + scheduler_->running() + retry_wait_.size() < window_;
   }
   void add_to_scheduler(const store::Job& job);
-  void record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes);
+  void record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes,
+              bool failed_attempt = false);
 
   // --- scheduler hooks
   void on_started(const scheduler::JobRecord& job);
@@ -178,7 +179,6 @@ class Daemon {
   bool store_has_more_ = true;           // queued jobs may be in the store beyond cursor_
   bool rewind_ = false;                  // a job sorting before cursor_ was submitted: read from the start
   std::unordered_set<core::JobId> retry_wait_;          // in memory, waiting for their next attempt
-  std::unordered_map<core::JobId, int> prior_attempts_;  // attempts made by earlier daemon runs
   std::unordered_set<core::JobId> user_cancelled_;       // cancels asked by a client (vs. shutdown)
 
   std::unordered_set<control::ConnectionId> watchers_;
@@ -346,8 +346,12 @@ void Daemon::close_handles() {
 
 // ------------------------------------------------------------------------------------------------ the store
 
-void Daemon::record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes) {
-  batch_.updates.push_back(store::Update{id, state, attempts, std::move(error), bytes});
+// failed_attempt: `error` is a failed attempt's, appended to the job's stored errors.
+void Daemon::record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes,
+                    bool failed_attempt) {
+  std::optional<std::string> attempt_error;
+  if (failed_attempt) attempt_error = error;
+  batch_.updates.push_back(store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error)});
 }
 
 void Daemon::on_check() {
@@ -420,6 +424,7 @@ void Daemon::flush() {
     job.size = submits[i].size;
     job.headers = submits[i].headers;
     job.priority = submits[i].priority;
+    job.options = submits[i].options;
     emit("queued", job);
     if (shutting_down_) continue;
     bool before_cursor = cursor_ && job.priority > cursor_->priority;
@@ -487,62 +492,56 @@ void Daemon::refill() {
   if (jobs.size() < room) store_has_more_ = false;
 }
 
+// The job's own stored options over the current defaults: a job keeps its options after a config edit (a
+// config job with new options is a new job only once the old one is cancelled, see docs/configuration.md).
 void Daemon::add_to_scheduler(const store::Job& job) {
-  config::Job cj;
-  if (auto it = config_jobs_.find(job.key); it != config_jobs_.end()) cj = *it->second;
-  cj.url = job.url;
-  cj.headers = job.headers;
+  const core::JobOptions* options = &job.options;
+  if (auto it = config_jobs_.find(job.key); options->empty() && it != config_jobs_.end()) {
+    options = &it->second->options;  // stored before schema 2 (no options kept): the config's, as then
+  }
   core::TransferRequest r;
   r.id = job.id;
   r.url = job.url;
   r.dest = job.dest;
   r.sha256 = job.sha256;
-  r.sha512 = cj.sha512;
+  r.sha512 = options->sha512;
   r.expected_size = job.size;
   r.on_exists = config_->output.on_exists;
   r.fsync = config_->output.fsync;
-  r.options = config_->effective_options(cj);
+  r.options = config_->effective_options(*options, job.headers);
   r.priority = job.priority;
-  if (job.attempts > 0) prior_attempts_[job.id] = job.attempts;
-  scheduler_->add(std::move(r));
+  scheduler_->add(std::move(r), job.attempts);
 }
 
 // ------------------------------------------------------------------------------------------------ scheduler hooks
 
-namespace {
-int attempts_of(const std::unordered_map<core::JobId, int>& prior, const scheduler::JobRecord& job) {
-  auto it = prior.find(job.request.id);
-  return (it == prior.end() ? 0 : it->second) + job.request.attempt;
-}
-}  // namespace
-
 void Daemon::on_started(const scheduler::JobRecord& job) {
   retry_wait_.erase(job.request.id);
-  record(job.request.id, store::State::kRunning, attempts_of(prior_attempts_, job), "", 0);
+  record(job.request.id, store::State::kRunning, job.request.attempt, "", 0);
   emit("started", job, store::State::kRunning);
 }
 
 void Daemon::on_retry(const scheduler::JobRecord& job) {
   retry_wait_.insert(job.request.id);
-  record(job.request.id, store::State::kQueued, attempts_of(prior_attempts_, job), job.last.message,
-         job.last.bytes);
+  record(job.request.id, store::State::kQueued, job.request.attempt, job.last.message, job.last.bytes,
+         /*failed_attempt=*/true);
   emit("queued", job, store::State::kQueued);
 }
 
 void Daemon::on_finished(const scheduler::JobRecord& job) {
   auto id = job.request.id;
   retry_wait_.erase(id);  // when it was cancelled while waiting
-  int attempts = attempts_of(prior_attempts_, job);
-  prior_attempts_.erase(id);
+  int attempts = job.request.attempt;  // with those of earlier daemon runs (Scheduler::add)
   store::State state = store::State::kFailed;
   if (job.state == scheduler::JobState::kDone) {
     state = store::State::kDone;
   } else if (job.state == scheduler::JobState::kCancelled) {
     state = store::State::kCancelled;
     if (!user_cancelled_.erase(id) && shutting_down_) {
-      // Stopped by the shutdown, not by a client: it runs again at the next start. The interrupted attempt
-      // does not count against its retries.
-      record(id, store::State::kQueued, std::max(0, attempts - 1), "interrupted by shutdown", job.last.bytes);
+      // Stopped by the shutdown, not by a client: it runs again at the next start. An interrupted attempt
+      // does not count against its retries (one that was queued or waiting to retry lost none).
+      record(id, store::State::kQueued, job.interrupted ? std::max(0, attempts - 1) : attempts,
+             "interrupted by shutdown", job.last.bytes);
       return;
     }
     // A cancelled transfer keeps its .part (a shutdown resumes it); a job cancelled for good has no use for it.
@@ -551,7 +550,8 @@ void Daemon::on_finished(const scheduler::JobRecord& job) {
       spdlog::warn("job {}: remove {}: {}", id, part, std::strerror(errno));
     }
   }
-  record(id, state, attempts, job.last.ok() ? "" : job.last.message, job.last.bytes);
+  record(id, state, attempts, job.last.ok() ? "" : job.last.message, job.last.bytes,
+         /*failed_attempt=*/state == store::State::kFailed);
   emit(state == store::State::kDone ? "done" : state == store::State::kFailed ? "failed" : "cancelled", job,
        state);
 }
@@ -654,6 +654,7 @@ void Daemon::handle_submit(control::ConnectionId conn, const std::optional<json>
     job.size = spec.size;
     job.headers = std::move(spec.headers);
     job.priority = spec.priority;
+    job.options = std::move(spec.options);
     jobs.push_back(std::move(job));
   }
   pending_submits_.push_back(PendingSubmit{conn, req, batch_.submits.size(), jobs.size()});
@@ -769,7 +770,7 @@ void Daemon::emit(std::string_view event, const scheduler::JobRecord& record, st
   job.sha256 = record.request.sha256;
   job.size = record.request.expected_size;
   job.state = state;
-  job.attempts = attempts_of(prior_attempts_, record);
+  job.attempts = record.request.attempt;
   job.bytes = record.last.bytes;
   if (state != store::State::kRunning && !record.last.ok()) job.error = record.last.message;
   emit(event, job);
@@ -820,6 +821,7 @@ std::size_t Daemon::enqueue_config_jobs(const config::Config& c) {
     nj.sha256 = job.sha256;
     nj.size = job.size;
     nj.headers = job.headers;
+    nj.options = job.options;  // kept by the job: a later edit of the config does not change it
     batch_.submits.push_back(std::move(nj));
   }
   return c.jobs.size();

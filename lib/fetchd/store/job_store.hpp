@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// The durable job store: every job the daemon acknowledged, its state, attempts and last error. An interface,
+// The durable job store: every job the daemon acknowledged, its own options, state, attempts and errors. An interface,
 // so the scheduler side never knows the backend (SQLite now; a shared Redis Streams queue is planned).
 // Every write goes through commit(): one transaction per call, so the daemon groups a loop iteration's submits
 // and state changes into one fsync, and acknowledges nothing before commit() returned.
@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fetchd/core/job_options.hpp"
 #include "fetchd/core/transfer_types.hpp"
 
 namespace fetchd::store {
@@ -36,7 +37,11 @@ struct NewJob {
   std::optional<std::uint64_t> size;
   core::Headers headers;  // may hold secrets: stored (the db is private to the daemon), never logged
   int priority = 0;       // higher runs first
+  core::JobOptions options;  // the job's own overrides of the config's defaults, kept for its whole life
 };
+
+// How many failed attempts' error lines a job keeps (the newest).
+inline constexpr std::size_t kMaxErrors = 16;
 
 struct Job {
   core::JobId id = 0;
@@ -47,9 +52,11 @@ struct Job {
   std::optional<std::uint64_t> size;
   core::Headers headers;
   int priority = 0;
+  core::JobOptions options;
   State state = State::kQueued;
   int attempts = 0;
   std::string error;         // the last attempt's error message; "" when none
+  std::vector<std::string> errors;  // the error lines of the last kMaxErrors failed attempts, oldest first
   std::uint64_t bytes = 0;   // body bytes of the last attempt
   std::int64_t created_ms = 0;   // Unix epoch milliseconds
   std::int64_t updated_ms = 0;
@@ -63,6 +70,8 @@ struct Update {
   int attempts = 0;
   std::string error;
   std::uint64_t bytes = 0;
+  // A failed attempt's error line: appended to Job::errors (which keeps the newest kMaxErrors).
+  std::optional<std::string> attempt_error;
 };
 
 struct SubmitOutcome {

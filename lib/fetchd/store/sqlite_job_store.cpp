@@ -15,6 +15,8 @@
 #include <thread>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "fetchd/core/unique_fd.hpp"
 #include "fetchd/store/job_store.hpp"
 #include "fetchd/store/sqlite.hpp"
@@ -78,7 +80,16 @@ void create_private_file(const std::string& name) {
   }
 }
 
-// Runs inside the open transaction: accepts a fetchd job store of our schema version, creates the schema in
+// Runs inside the open transaction: brings a store of schema `version` (>= 1) to schema::kVersion.
+void migrate(sqlite::Database& db, std::int64_t version, std::string_view what) {
+  for (; version < schema::kVersion; ++version) {
+    db.exec(schema::kMigrations[version - 1], what);
+    db.exec(fmt::format("PRAGMA user_version = {}", version + 1).c_str(), what);
+  }
+}
+
+// Runs inside the open transaction: accepts a fetchd job store of our schema version (migrating an older
+// one), creates the schema in
 // an empty file, and refuses anything else without altering it.
 void identify_or_create(sqlite::Database& db, std::string_view what) {
   const std::string& name = db.name();
@@ -93,11 +104,12 @@ void identify_or_create(sqlite::Database& db, std::string_view what) {
                       "it was written by a newer fetchd",
                       name, version, schema::kVersion));
     }
-    if (version < schema::kVersion) {
+    if (version < 1) {
       throw StoreError(fmt::format(
-          "{}: the job store has schema version {}, which this fetchd cannot read (it supports {})", name,
+          "{}: the job store has schema version {}, which this fetchd cannot read (it supports 1 to {})", name,
           version, schema::kVersion));
     }
+    migrate(db, version, what);
     return;
   }
   if (app_id != 0) {
@@ -112,10 +124,9 @@ void identify_or_create(sqlite::Database& db, std::string_view what) {
         "objects, user_version {})",
         name, objects, version));
   }
-  db.exec(schema::kCreate);
-  db.exec(fmt::format("PRAGMA application_id = {}; PRAGMA user_version = {}", schema::kApplicationId,
-                      schema::kVersion)
-              .c_str());
+  db.exec(schema::kCreateV1);
+  db.exec(fmt::format("PRAGMA application_id = {}", schema::kApplicationId).c_str());
+  migrate(db, 1, what);
 }
 
 sqlite::Database open_database(const std::filesystem::path& path, const SqliteOptions& options) {
@@ -167,6 +178,7 @@ class SqliteJobStore final : public JobStore {
         insert_header_(db_.prepare(schema::kInsertHeader)),
         select_headers_(db_.prepare(schema::kSelectHeaders)),
         update_job_(db_.prepare(schema::kUpdateJob)),
+        select_errors_(db_.prepare(schema::kSelectErrors)),
         next_(db_.prepare(schema::kNextQueued)),
         next_same_(db_.prepare(schema::kNextQueuedSamePriority)),
         next_lower_(db_.prepare(schema::kNextQueuedLowerPriority)),
@@ -363,6 +375,7 @@ class SqliteJobStore final : public JobStore {
       insert_job_.bind(6, static_cast<std::int64_t>(job.headers.size()));
       insert_job_.bind(7, job.priority);
       insert_job_.bind(8, now);
+      if (!job.options.empty()) insert_job_.bind(9, core::to_json(job.options).dump());
       insert_job_.run();
       id = static_cast<core::JobId>(db_.last_insert_rowid());
     }
@@ -387,12 +400,49 @@ class SqliteJobStore final : public JobStore {
     update_job_.bind(5, bits(u.bytes));
     update_job_.bind(6, now);
     update_job_.bind(7, finished(u.state) ? now : 0);
+    std::string errors;
+    if (u.attempt_error) {
+      errors = appended_errors(u.id, *u.attempt_error);
+      update_job_.bind(8, errors);
+    }
     try {
       update_job_.run();
     } catch (const StoreError& e) {
       // Typically the partial unique index: this job would become a second unfinished job for its dest.
       throw StoreError(fmt::format("{} (update of job {} to {})", e.what(), u.id, to_string(u.state)));
     }
+  }
+
+  // The job's errors with `line` appended, the oldest dropped beyond kMaxErrors, as JSON text.
+  std::string appended_errors(core::JobId id, const std::string& line) {
+    std::vector<std::string> errors;
+    {
+      auto scope = select_errors_.use();
+      select_errors_.bind(1, bound(id));
+      if (select_errors_.step()) errors = parse_errors(select_errors_.column_text(0), id);
+    }
+    errors.push_back(line);
+    if (errors.size() > kMaxErrors) errors.erase(errors.begin(), errors.end() - kMaxErrors);
+    // Error lines come from curl and servers: invalid UTF-8 is replaced rather than failing the commit.
+    return nlohmann::json(errors).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+
+  std::vector<std::string> parse_errors(const std::string& text, core::JobId id) const {
+    auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_array() || !std::all_of(j.begin(), j.end(), [](const auto& e) { return e.is_string(); })) {
+      throw StoreError(fmt::format("{}: corrupt job store: job {} has invalid errors", db_.name(), id));
+    }
+    return j.get<std::vector<std::string>>();
+  }
+
+  core::JobOptions parse_options(const std::string& text, core::JobId id) const {
+    std::string why;
+    auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    auto options = core::job_options_from_json(j, &why);
+    if (!options) {
+      throw StoreError(fmt::format("{}: corrupt job store: job {} has invalid options: {}", db_.name(), id, why));
+    }
+    return *options;
   }
 
   // Deletes finished jobs that finished before `before_ms`, oldest first, at most `max`; one transaction per
@@ -432,6 +482,8 @@ class SqliteJobStore final : public JobStore {
     j.created_ms = s.column_int64(12);
     j.updated_ms = s.column_int64(13);
     j.finished_ms = s.column_int64(14);
+    if (!s.is_null(15)) j.options = parse_options(s.column_text(15), j.id);
+    j.errors = parse_errors(s.column_text(16), j.id);
     if (header_count > 0) {
       auto scope = select_headers_.use();
       select_headers_.bind(1, bits(j.id));
@@ -446,7 +498,8 @@ class SqliteJobStore final : public JobStore {
   // The connection first, so that it outlives the statements (close_v2 would cope either way).
   sqlite::Database db_;
   sqlite::Statement begin_, commit_, rollback_;
-  sqlite::Statement find_key_, find_dest_, insert_job_, insert_header_, select_headers_, update_job_;
+  sqlite::Statement find_key_, find_dest_, insert_job_, insert_header_, select_headers_, update_job_,
+      select_errors_;
   sqlite::Statement next_, next_same_, next_lower_, get_, list_, list_state_, counts_, requeue_, prune_;
 };
 

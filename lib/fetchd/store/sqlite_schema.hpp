@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// The SQLite job store's on-disk format (schema version 1) and every statement it runs, in one place so that
+// The SQLite job store's on-disk format (schema version 2) and every statement it runs, in one place so that
 // the tests can check the query plans of exactly these statements. Internal to lib/fetchd/store and its
 // tests. Thread: constants only.
 
 #include <cstdint>
+#include <iterator>
 
 namespace fetchd::store::schema {
 
@@ -12,9 +13,11 @@ namespace fetchd::store::schema {
 // is refused instead of being altered (https://www.sqlite.org/fileformat.html#application_id).
 inline constexpr std::int32_t kApplicationId = 0x464a4f42;
 // PRAGMA user_version: the schema version. Bump it with every change, with a migration from the last one.
-inline constexpr std::int64_t kVersion = 1;
+inline constexpr std::int64_t kVersion = 2;
 
-// Applied in one transaction together with application_id and user_version.
+// Version 1, applied in one transaction together with application_id and user_version, then every migration
+// of kMigrations: a new store takes the same path as an old one, so the migrations run in every test. Never
+// edit it (an existing v1 file was made by exactly this); change the schema with a new migration.
 // - id AUTOINCREMENT: ids are never reused, even after the newest job was pruned: a client's id stays valid.
 // - key is NULL when none; UNIQUE gives the key lookup its index.
 // - The partial unique index jobs_unfinished_dest makes "at most one unfinished job per dest" a property of
@@ -26,7 +29,7 @@ inline constexpr std::int64_t kVersion = 1;
 //   second, and a GROUP BY over 1M rows takes 0.12 s (docs/store.md).
 // - Headers live in a side table: values are bytes (obs-text is allowed), which JSON text cannot hold as is.
 //   header_count lets the common case (no headers) skip the lookup.
-inline constexpr const char* kCreate = R"sql(
+inline constexpr const char* kCreateV1 = R"sql(
 CREATE TABLE jobs (
   id           INTEGER PRIMARY KEY AUTOINCREMENT,
   key          TEXT UNIQUE,
@@ -76,25 +79,38 @@ CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN OLD.state IS
 END;
 )sql";
 
+// kMigrations[i] takes a store from version i + 1 to i + 2, in the open transaction.
+// - v2: options, the job's own options (core::JobOptions as JSON, NULL when none; JSON is fine here: no bytes
+//   beyond UTF-8); errors, the error lines of its last kMaxErrors failed attempts, oldest first (a JSON array).
+//   A v1 job starts with no errors listed; its `error` column still has the last one.
+inline constexpr const char* kMigrations[] = {
+    R"sql(
+ALTER TABLE jobs ADD COLUMN options TEXT;
+ALTER TABLE jobs ADD COLUMN errors TEXT NOT NULL DEFAULT '[]';
+)sql",
+};
+static_assert(std::size(kMigrations) == kVersion - 1, "one migration per version after the first");
+
 // Every statement below is prepared once per connection. The column list of a job, in read_job()'s order:
 #define FETCHD_STORE_JOB_COLUMNS                                                                          \
   "id, key, url, dest, sha256, size, header_count, priority, state, attempts, error, bytes, created_ms, " \
-  "updated_ms, finished_ms"
+  "updated_ms, finished_ms, options, errors"
 
 inline constexpr const char* kFindKey = "SELECT id, state FROM jobs WHERE key = ?1";
 inline constexpr const char* kFindUnfinishedDest =
     "SELECT id, state FROM jobs INDEXED BY jobs_unfinished_dest WHERE dest = ?1 AND state IN ('queued', "
     "'running')";
 inline constexpr const char* kInsertJob =
-    "INSERT INTO jobs (key, url, dest, sha256, size, header_count, priority, state, created_ms, updated_ms) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)";
+    "INSERT INTO jobs (key, url, dest, sha256, size, header_count, priority, state, created_ms, updated_ms, "
+    "options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)";
 inline constexpr const char* kInsertHeader =
     "INSERT INTO job_headers (job_id, pos, name, value) VALUES (?1, ?2, ?3, ?4)";
 inline constexpr const char* kSelectHeaders =
     "SELECT name, value FROM job_headers WHERE job_id = ?1 ORDER BY pos";
 inline constexpr const char* kUpdateJob =
-    "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, bytes = ?5, updated_ms = ?6, finished_ms = ?7 "
-    "WHERE id = ?1";
+    "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, bytes = ?5, updated_ms = ?6, finished_ms = ?7, "
+    "errors = coalesce(?8, errors) WHERE id = ?1";
+inline constexpr const char* kSelectErrors = "SELECT errors FROM jobs WHERE id = ?1";
 
 // The keyset cursor "(priority < c.priority) OR (priority = c.priority AND id > c.id)" as two range scans of
 // jobs_run_order: as one OR, SQLite seeks to c.priority and then steps over every job before the cursor with
