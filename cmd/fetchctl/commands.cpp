@@ -62,6 +62,7 @@ void print_job_table(const json& job) {
   table.fit({row});
   out(table.header());
   out(table.row(row));
+  out(job_details(job));
 }
 
 int run_job_op(const GlobalOptions& g, const char* op, std::int64_t id) {

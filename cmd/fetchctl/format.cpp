@@ -281,6 +281,28 @@ std::vector<std::string> job_row(const json& job) {
           error};
 }
 
+std::string job_details(const json& job) {
+  std::string out;
+  if (const json* options = member(job, "options"); options != nullptr && options->is_object() &&
+                                                    !options->empty()) {
+    out += "options";
+    for (const auto& [name, value] : options->items()) {
+      out += fmt::format("  {}={}", sanitize(name),
+                         sanitize(value.is_string() ? value.get<std::string>()
+                                                    : value.dump(-1, ' ', false, json::error_handler_t::replace)));
+    }
+    out += '\n';
+  }
+  if (const json* errors = member(job, "errors"); errors != nullptr && errors->is_array()) {
+    std::size_t n = 0;
+    for (const auto& e : *errors) {
+      ++n;
+      out += fmt::format("error {}  {}\n", n, e.is_string() ? sanitize(e.get<std::string>()) : "-");
+    }
+  }
+  return out;
+}
+
 std::string format_stats(const json& stats) {
   struct Known {
     const char* key;

@@ -67,6 +67,10 @@ class Table {
 Table job_table();
 // One row of job_table() from a protocol Job object; missing fields print as "-", text is sanitized.
 std::vector<std::string> job_row(const nlohmann::json& job);
+// What `status` prints under the table: the job's own options on one line ("options  retries=1
+// max_size=1048576 backoff={...}") and its recent attempt errors, oldest first, one per line ("error 1  ...").
+// Empty when the job has neither. Sanitized.
+std::string job_details(const nlohmann::json& job);
 
 // The `stats` result as one block of "label  value" lines (known keys first, any others after).
 std::string format_stats(const nlohmann::json& stats);

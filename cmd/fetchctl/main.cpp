@@ -27,13 +27,14 @@ constexpr const char* kFooter =
     "dropped, 74 cannot read stdin or write stdout, 75 no reply within --timeout, 76 malformed reply.";
 
 // CLI11 validators with fetchctl's wording.
-CLI::Validator duration_validator() {
+CLI::Validator duration_validator(bool allow_zero = false) {
   return CLI::Validator(
-      [](std::string& text) {
+      [allow_zero](std::string& text) {
         std::string error;
         auto d = fetchd::core::parse_duration(text, &error);
         if (!d) return error;
-        if (d->count() <= 0) return std::string("the timeout must be longer than 0");
+        if (d->count() < 0 || (d->count() == 0 && !allow_zero))
+          return std::string("the timeout must be longer than 0");
         return std::string();
       },
       "");
@@ -129,6 +130,27 @@ int main(int argc, char** argv) {
   submit_cmd->add_option("-H,--header", header_args, "request header 'Name: value' (repeatable)")
       ->type_name("'NAME: VALUE'")
       ->check(header_validator());
+  // The job's own options (docs/protocol.md); checked here for a quick usage error, and again by the daemon.
+  std::string sha512;
+  std::string max_size_text;
+  std::string rate_text;
+  std::string job_timeout_text;
+  int retries = 0;
+  auto* sha512_opt =
+      submit_cmd->add_option("--sha512", sha512, "expected SHA-512, 128 hex digits (one URL only)");
+  auto* max_size_opt = submit_cmd->add_option("--max-size", max_size_text, "refuse bodies larger than this")
+                           ->type_name("SIZE")
+                           ->check(size_validator());
+  auto* rate_opt = submit_cmd->add_option("--rate", rate_text, "this job's bandwidth cap per second, e.g. 1MiB")
+                       ->type_name("SIZE")
+                       ->check(size_validator());
+  auto* job_timeout_opt =
+      submit_cmd->add_option("--job-timeout", job_timeout_text, "total time of one attempt (0 = no limit)")
+          ->type_name("DURATION")
+          ->check(duration_validator(true));
+  auto* retries_opt = submit_cmd->add_option("--retries", retries, "attempts after the first")
+                          ->type_name("N")
+                          ->check(CLI::NonNegativeNumber);
 
   std::int64_t status_id = 0;
   auto* status_cmd = app.add_subcommand("status", "show one job");
@@ -173,11 +195,17 @@ int main(int argc, char** argv) {
   try {
     if (submit_cmd->parsed()) {
       // These describe one file, so they make no sense for a list of URLs.
-      for (auto* opt : {dest_opt, sha_opt, size_opt, key_opt}) {
+      for (auto* opt : {dest_opt, sha_opt, sha512_opt, size_opt, key_opt}) {
         if (opt->count() > 0 && submit.urls.size() != 1)
           return usage_error(fmt::format("{} needs exactly one URL on the command line", opt->get_name()));
       }
       if (!size_text.empty()) submit.job.size = fetchd::core::parse_size(size_text);
+      auto& options = submit.job.options;
+      if (sha512_opt->count() > 0) options["sha512"] = sha512;
+      if (job_timeout_opt->count() > 0) options["timeout"] = job_timeout_text;
+      if (max_size_opt->count() > 0) options["max_size"] = max_size_text;
+      if (rate_opt->count() > 0) options["rate"] = rate_text;
+      if (retries_opt->count() > 0) options["retries"] = retries;
       for (const auto& h : header_args) {
         auto header = parse_header_arg(h, nullptr);
         for (const auto& [name, value] : submit.job.headers) {

@@ -84,6 +84,7 @@ nlohmann::ordered_json make_job(std::string_view url, const JobTemplate& t) {
   }
   if (t.priority) job["priority"] = *t.priority;
   if (t.key) job["key"] = *t.key;
+  for (const auto& [name, value] : t.options.items()) job[name] = value;
   return job;
 }
 

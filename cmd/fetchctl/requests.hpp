@@ -40,10 +40,13 @@ struct JobTemplate {
   std::optional<std::int64_t> priority;
   std::optional<std::string> key;
   std::vector<std::pair<std::string, std::string>> headers;  // in command-line order, names unique
+  // The job's own options (docs/protocol.md: sha512, timeout, max_size, rate, retries, ...), key -> value as
+  // the protocol takes it; sizes and durations stay text, the daemon checks them and names the field.
+  nlohmann::ordered_json options = nlohmann::ordered_json::object();
 };
 
 // The protocol's job object for `url`: {"url":…, "dest"?, "sha256"?, "size"?, "headers"?, "priority"?,
-// "key"?}.
+// "key"?, then the options in the order they were set}.
 nlohmann::ordered_json make_job(std::string_view url, const JobTemplate& job);
 
 // Collects serialized jobs into one submit request line of at most kMaxJobsPerSubmit jobs and kMaxRequestLine

@@ -101,6 +101,42 @@ TEST_F(FetchctlCli, SubmitOneUrlSendsEveryOptionAndPrintsTheId) {
   EXPECT_EQ(server.error(), "");
 }
 
+// The job's own options go as the protocol's keys, as text for the daemon to check (it names the field).
+TEST_F(FetchctlCli, SubmitSendsTheJobsOwnOptions) {
+  FakeServer server(socket_path(), [](const json&, std::size_t) {
+    return Action{{ok_reply("submit", {{"jobs", {{{"id", 8}, {"state", "queued"}, {"existing", false}}}}})}};
+  });
+  const std::string sha512(128, 'e');
+  auto r = run({"submit", "https://example.org/b.bin", "--sha512", sha512, "--max-size", "2GiB", "--rate",
+                "1MiB", "--job-timeout", "0", "--retries", "3"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(server.requests().size(), 1u);
+  json expected = {{"op", "submit"},
+                   {"jobs",
+                    {{{"url", "https://example.org/b.bin"},
+                      {"sha512", sha512},
+                      {"timeout", "0"},
+                      {"max_size", "2GiB"},
+                      {"rate", "1MiB"},
+                      {"retries", 3}}}}};
+  EXPECT_EQ(server.request_json()[0], expected) << server.requests()[0];
+}
+
+TEST_F(FetchctlCli, SubmitOptionValuesAreCheckedBeforeConnecting) {
+  for (std::vector<std::string> args : {std::vector<std::string>{"--max-size", "lots"},
+                                        {"--rate", "-1"},
+                                        {"--job-timeout", "soon"},
+                                        {"--retries", "-2"}}) {
+    args.insert(args.begin(), {"submit", "https://example.org/b.bin"});
+    auto r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << args[2] << ": " << r.err;
+    EXPECT_NE(r.err.find(args[2]), std::string::npos) << r.err;
+  }
+  auto r = run({"submit", "https://example.org/a", "https://example.org/b", "--sha512", std::string(128, 'e')});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--sha512 needs exactly one URL"), std::string::npos) << r.err;
+}
+
 TEST_F(FetchctlCli, SubmitJsonPrintsTheResultAndRedactsNothingItDoesNotPrint) {
   FakeServer server(socket_path(), [](const json&, std::size_t) {
     return Action{{ok_reply("submit", {{"jobs", {{{"id", 3}, {"state", "done"}, {"existing", true}}}}})}};
@@ -289,6 +325,25 @@ TEST_F(FetchctlCli, StatusPrintsTheJobTable) {
   EXPECT_EQ(r.out,
             "ID  STATE    ATTEMPTS    BYTES  DEST  ERROR\n"
             "42  running         1  4.0 KiB  f42\n");
+}
+
+TEST_F(FetchctlCli, StatusPrintsTheJobsOptionsAndEveryAttemptError) {
+  FakeServer server(socket_path(), [](const json&, std::size_t) {
+    json j = job(43, "failed");
+    j["attempts"] = 2;
+    j["error"] = "HTTP 503";
+    j["options"] = {{"retries", 1}, {"timeout", "30s"}, {"backoff", {{"initial", "2s"}}}};
+    j["errors"] = {"HTTP 502\x1b[31m", "HTTP 503"};
+    return Action{{ok_reply("status", {{"job", j}})}};
+  });
+  auto r = run({"status", "43"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "ID  STATE   ATTEMPTS    BYTES  DEST  ERROR\n"
+            "43  failed         2  4.0 KiB  f43   HTTP 503\n"
+            "options  backoff={\"initial\":\"2s\"}  retries=1  timeout=30s\n"
+            "error 1  HTTP 502\\x1b[31m\n"
+            "error 2  HTTP 503\n");
 }
 
 TEST_F(FetchctlCli, StatusNotFoundExits1WithTheDaemonsMessage) {

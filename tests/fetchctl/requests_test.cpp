@@ -57,6 +57,11 @@ TEST(MakeJob, OnlyTheGivenFieldsInProtocolOrder) {
   EXPECT_EQ(make_job("https://a/b", t).dump(),
             R"({"url":"https://a/b","dest":"d/b","sha256":")" + std::string(64, 'a') +
                 R"(","size":0,"headers":{"B":"2","A":"1"},"priority":-3,"key":"k"})");
+  JobTemplate o;
+  o.options["retries"] = 2;
+  o.options["max_size"] = "1GiB";
+  EXPECT_EQ(make_job("https://a/b", o).dump(),
+            R"({"url":"https://a/b","retries":2,"max_size":"1GiB"})");
 }
 
 TEST(SubmitBatch, AtMost5000Jobs) {
