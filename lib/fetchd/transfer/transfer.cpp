@@ -160,6 +160,12 @@ Transfer* Transfer::from_easy(CURL* easy) {
   return reinterpret_cast<Transfer*>(p);
 }
 
+void Transfer::fail(TransferResult& r, ErrorCategory category, bool retryable, std::string_view text) const {
+  r.category = category;
+  r.retryable = retryable;
+  r.message = fmt::format("{}: {}", where(), text);
+}
+
 std::string Transfer::where() const {
   std::string url = curl::redact_url(request_.url);
   if (easy_ && easy_->info_long(CURLINFO_REDIRECT_COUNT) > 0) {
@@ -489,15 +495,10 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
   // curl's own words: the error buffer is more specific than curl_easy_strerror.
   const std::string detail =
       buffer.empty() ? curl::describe(rc) : fmt::format("{}: {}", curl::describe(rc), buffer);
-  auto set = [&](ErrorCategory category, bool retryable, std::string_view text) {
-    r.category = category;
-    r.retryable = retryable;
-    r.message = fmt::format("{}: {}", where(), text);
-  };
   const core::TransferOptions& o = request_.options;
   if (rc == CURLE_COULDNT_CONNECT && !denied_.empty()) {
     // Our open-socket callback refused the address (deny_private_addresses): a policy, not a network fault.
-    set(ErrorCategory::kConnect, false, denied_);
+    fail(r, ErrorCategory::kConnect, false, denied_);
     return;
   }
   switch (rc) {
@@ -507,19 +508,19 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
         classify_status(r);
         r.message += fmt::format(" (error body over {} abandoned)", core::format_size(kMaxErrorBody));
       } else if (failure_category_ != ErrorCategory::kNone) {
-        set(failure_category_, failure_retryable_,
-            failure_.empty() ? std::string(core::to_string(failure_category_)) : failure_);
+        fail(r, failure_category_, failure_retryable_,
+             failure_.empty() ? std::string(core::to_string(failure_category_)) : failure_);
       } else {
-        set(ErrorCategory::kInternal, false, detail);
+        fail(r, ErrorCategory::kInternal, false, detail);
       }
       return;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-      set(ErrorCategory::kResolve, true, fmt::format("cannot resolve: {}", detail));
+      fail(r, ErrorCategory::kResolve, true, fmt::format("cannot resolve: {}", detail));
       return;
     case CURLE_COULDNT_CONNECT:
     case CURLE_PROXY:
-      set(ErrorCategory::kConnect, true, fmt::format("cannot connect: {}", detail));
+      fail(r, ErrorCategory::kConnect, true, fmt::format("cannot connect: {}", detail));
       return;
     case CURLE_OPERATION_TIMEDOUT: {
       std::string which;
@@ -532,27 +533,27 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
       } else {
         which = fmt::format("total timeout of {} exceeded", core::format_duration(o.timeout));
       }
-      set(ErrorCategory::kTimeout, true, fmt::format("{}: {}", which, detail));
+      fail(r, ErrorCategory::kTimeout, true, fmt::format("{}: {}", which, detail));
       return;
     }
     case CURLE_OUT_OF_MEMORY:
       // curl 7.88 reports a single response header line over its 100 KB limit as out of memory.
       if (response_->status != 0 && !response_->complete) {
-        set(ErrorCategory::kProtocol, false, fmt::format("response header too large: {}", detail));
+        fail(r, ErrorCategory::kProtocol, false, fmt::format("response header too large: {}", detail));
       } else {
-        set(ErrorCategory::kInternal, false, detail);
+        fail(r, ErrorCategory::kInternal, false, detail);
       }
       return;
     case CURLE_RECV_ERROR:
       if (buffer.starts_with("Too large response headers")) {  // over curl's 300 KB total: not transient
-        set(ErrorCategory::kProtocol, false, fmt::format("response headers too large: {}", detail));
+        fail(r, ErrorCategory::kProtocol, false, fmt::format("response headers too large: {}", detail));
         return;
       }
       [[fallthrough]];
     case CURLE_PARTIAL_FILE:
     case CURLE_SEND_ERROR:
     case CURLE_GOT_NOTHING:
-      set(ErrorCategory::kPartial, true, fmt::format("transfer interrupted: {}", detail));
+      fail(r, ErrorCategory::kPartial, true, fmt::format("transfer interrupted: {}", detail));
       return;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_ENGINE_NOTFOUND:
@@ -569,108 +570,99 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
     case CURLE_SSL_INVALIDCERTSTATUS:
     case CURLE_SSL_CLIENTCERT:
-      set(ErrorCategory::kTls, false, fmt::format("TLS: {}", detail));
+      fail(r, ErrorCategory::kTls, false, fmt::format("TLS: {}", detail));
       return;
     case CURLE_TOO_MANY_REDIRECTS:
-      set(ErrorCategory::kRedirect, false,
-          fmt::format("more than {} redirects: {}", o.max_redirects, detail));
+      fail(r, ErrorCategory::kRedirect, false,
+           fmt::format("more than {} redirects: {}", o.max_redirects, detail));
       return;
     case CURLE_UNSUPPORTED_PROTOCOL:
       if (is_redirect(response_->status)) {
         const std::string& location = response_->location;
-        set(ErrorCategory::kRedirect, false,
-            fmt::format("refused redirect to {} (only http and https are allowed): {}",
-                        location.empty() ? std::string("a forbidden scheme") : curl::redact_url(location),
-                        detail));
+        fail(r, ErrorCategory::kRedirect, false,
+             fmt::format("refused redirect to {} (only http and https are allowed): {}",
+                         location.empty() ? std::string("a forbidden scheme") : curl::redact_url(location),
+                         detail));
       } else {
         // Submission rejects other schemes already; this is the URL itself, not a redirect.
-        set(ErrorCategory::kProtocol, false,
-            fmt::format("scheme not allowed (only http and https): {}", detail));
+        fail(r, ErrorCategory::kProtocol, false,
+             fmt::format("scheme not allowed (only http and https): {}", detail));
       }
       return;
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
       // A stream reset or GOAWAY (server restarting) mid-transfer: like a dropped connection.
-      set(ErrorCategory::kPartial, true, fmt::format("HTTP/2 error: {}", detail));
+      fail(r, ErrorCategory::kPartial, true, fmt::format("HTTP/2 error: {}", detail));
       return;
     case CURLE_RANGE_ERROR:
     case CURLE_BAD_DOWNLOAD_RESUME:
       // We resume with CURLOPT_RANGE, which never raises these; should a server still provoke them, the .part
       // does not fit: drop it and start from zero.
       restart_part_ = true;
-      set(ErrorCategory::kProtocol, true, fmt::format("resume refused, restarting from zero: {}", detail));
+      fail(r, ErrorCategory::kProtocol, true,
+           fmt::format("resume refused, restarting from zero: {}", detail));
       return;
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_BAD_CONTENT_ENCODING:
     case CURLE_HTTP3:
     case CURLE_FILESIZE_EXCEEDED:
     case CURLE_HTTP_RETURNED_ERROR:
-      set(ErrorCategory::kProtocol, false, fmt::format("protocol error: {}", detail));
+      fail(r, ErrorCategory::kProtocol, false, fmt::format("protocol error: {}", detail));
       return;
     default:
-      set(ErrorCategory::kInternal, false, detail);
+      fail(r, ErrorCategory::kInternal, false, detail);
       return;
   }
 }
 
 void Transfer::classify_response(TransferResult& r) {
   const ResponseHeaders& h = *response_;
-  auto set = [&](ErrorCategory category, bool retryable, std::string_view text) {
-    r.category = category;
-    r.retryable = retryable;
-    r.message = fmt::format("{}: {}", where(), text);
-  };
-  if (!sink_) return set(ErrorCategory::kInternal, false, "finish() without a successful prepare()");
-  if (h.status == 0) return set(ErrorCategory::kProtocol, false, "no HTTP status line");
+  if (!sink_) return fail(r, ErrorCategory::kInternal, false, "finish() without a successful prepare()");
+  if (h.status == 0) return fail(r, ErrorCategory::kProtocol, false, "no HTTP status line");
   if (h.status == 416 && resume_offset_ > 0) {
     // Range bytes=N- past the end: complete if the server's size is exactly what the .part holds.
     if (h.content_range && !h.content_range->satisfied && h.content_range->total == resume_offset_) {
       return verify_body(r);
     }
     restart_part_ = true;
-    return set(ErrorCategory::kProtocol, true,
-               fmt::format("416 to a resume from byte {}: the .part does not fit the file; the next attempt "
-                           "starts from zero",
-                           resume_offset_));
+    return fail(r, ErrorCategory::kProtocol, true,
+                fmt::format("416 to a resume from byte {}: the .part does not fit the file; the next attempt "
+                            "starts from zero",
+                            resume_offset_));
   }
   if (!is_success(h.status)) return classify_status(r);
   if (h.status == 206 && resume_offset_ == 0)
-    return set(ErrorCategory::kProtocol, false, "206 Partial Content to a request without Range");
+    return fail(r, ErrorCategory::kProtocol, false, "206 Partial Content to a request without Range");
   if (failure_category_ != ErrorCategory::kNone) {
-    return set(failure_category_, failure_retryable_,
-               failure_.empty() ? std::string(core::to_string(failure_category_)) : failure_);
+    return fail(r, failure_category_, failure_retryable_,
+                failure_.empty() ? std::string(core::to_string(failure_category_)) : failure_);
   }
   const std::uint64_t got = sink_->bytes() - resume_offset_;  // this response's body
   if (h.content_length && !h.chunked && got != *h.content_length) {
     if (got < *h.content_length) {
-      return set(ErrorCategory::kPartial, true,
-                 fmt::format("body shorter than Content-Length: {} of {} bytes", got, *h.content_length));
+      return fail(r, ErrorCategory::kPartial, true,
+                  fmt::format("body shorter than Content-Length: {} of {} bytes", got, *h.content_length));
     }
-    return set(ErrorCategory::kProtocol, false,
-               fmt::format("body longer than Content-Length: {} of {} bytes", got, *h.content_length));
+    return fail(r, ErrorCategory::kProtocol, false,
+                fmt::format("body longer than Content-Length: {} of {} bytes", got, *h.content_length));
   }
   if (h.status == 206 && h.content_range && got != h.content_range->last - h.content_range->first + 1) {
-    return set(ErrorCategory::kPartial, true,
-               fmt::format("body shorter than its Content-Range: {} of {} bytes", got,
-                           h.content_range->last - h.content_range->first + 1));
+    return fail(r, ErrorCategory::kPartial, true,
+                fmt::format("body shorter than its Content-Range: {} of {} bytes", got,
+                            h.content_range->last - h.content_range->first + 1));
   }
   verify_body(r);
 }
 
 void Transfer::verify_body(TransferResult& r) {
   const ResponseHeaders& h = *response_;
-  auto set = [&](ErrorCategory category, bool retryable, std::string_view text) {
-    r.category = category;
-    r.retryable = retryable;
-    r.message = fmt::format("{}: {}", where(), text);
-  };
   // A mismatch in a file that was partly resumed may come from splicing: drop the .part and try once more from
   // zero. A mismatch in a file downloaded in one go is final (the server has other bytes than expected).
   const bool resumed = resume_offset_ > 0;
   auto mismatch = [&](ErrorCategory category, std::string text) {
     restart_part_ = true;
     if (resumed) text += " (in a resumed download: retrying from zero)";
-    set(category, resumed, text);
+    fail(r, category, resumed, text);
   };
   const std::uint64_t got = sink_->bytes();
   if (request_.expected_size && got != *request_.expected_size) {
@@ -691,9 +683,9 @@ void Transfer::verify_body(TransferResult& r) {
   // RFC 9530: what the server says it sent. A mismatch is corruption on the way (or a lying server): retried.
   if (!h.repr_digest_sha256.empty() && h.repr_digest_sha256 != sha256_) {
     restart_part_ = true;
-    return set(ErrorCategory::kChecksum, true,
-               fmt::format("Repr-Digest sha-256 mismatch: the server says {}, the file has {}", h.repr_digest_sha256,
-                           sha256_));
+    return fail(r, ErrorCategory::kChecksum, true,
+                fmt::format("Repr-Digest sha-256 mismatch: the server says {}, the file has {}",
+                            h.repr_digest_sha256, sha256_));
   }
   if (!h.content_digest_sha256.empty()) {
     std::string content = sha256_;
@@ -707,9 +699,9 @@ void Transfer::verify_body(TransferResult& r) {
     }
     if (h.status != 416 && h.content_digest_sha256 != content) {
       restart_part_ = true;
-      return set(ErrorCategory::kChecksum, true,
-                 fmt::format("Content-Digest sha-256 mismatch: the server says {}, the body has {}",
-                             h.content_digest_sha256, content));
+      return fail(r, ErrorCategory::kChecksum, true,
+                  fmt::format("Content-Digest sha-256 mismatch: the server says {}, the body has {}",
+                              h.content_digest_sha256, content));
     }
   }
 }

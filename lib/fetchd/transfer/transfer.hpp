@@ -111,6 +111,9 @@ class Transfer {
   void classify_status(core::TransferResult& result) const;
   void verify_body(core::TransferResult& result);
   std::string where() const;  // the redacted URL (and where redirects led), for messages
+  // Sets result's category, retryable and message ("<where()>: <text>").
+  void fail(core::TransferResult& result, core::ErrorCategory category, bool retryable,
+            std::string_view text) const;
 
   core::TransferRequest request_;
   FileSystem* fs_;
