@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -149,6 +150,17 @@ class StrategyTest : public ::testing::TestWithParam<StrategyParam> {
   }
 
   fs::path out() const { return dir_ / "out"; }
+
+  // A Scheduler on `loop` over this test's strategy (strategy_config() as it is when the strategy is made).
+  std::unique_ptr<fetchd::scheduler::Scheduler> make_scheduler(fetchd::uv::Loop& loop,
+                                                               fetchd::scheduler::Scheduler::Options options) {
+    return std::make_unique<fetchd::scheduler::Scheduler>(
+        loop.get(),
+        [this, &loop](fetchd::strategy::Strategy::ResultCallback cb) {
+          return fetchd::strategy::make_strategy(strategy_config(), loop.get(), std::move(cb));
+        },
+        std::move(options));
+  }
 
   // config_ as the strategy must see it: the param's adjustment applied to the concurrency the test chose.
   const fetchd::config::Config& strategy_config() {
@@ -290,26 +302,21 @@ TEST_P(StrategyTest, CancelMidTransferLeavesNoFile) {
   std::optional<fetchd::core::TransferResult> result;
   fetchd::scheduler::Scheduler::Options options;
   options.on_finished = [&](const fetchd::scheduler::JobRecord& job) { result = job.last; };
-  fetchd::scheduler::Scheduler sched(
-      loop.get(),
-      [&](fetchd::strategy::Strategy::ResultCallback cb) {
-        return fetchd::strategy::make_strategy(strategy_config(), loop.get(), std::move(cb));
-      },
-      options);
+  auto sched = make_scheduler(loop, std::move(options));
   fetchd::config::Job job;
   job.url = origin_.url("/bytes/1000/slow.bin?latency=30s");
   job.dest = "slow.bin";
-  auto id = sched.add(fetchd::scheduler::make_request(config_, job));
+  auto id = sched->add(fetchd::scheduler::make_request(config_, job));
   // Cancel once the origin has the request in flight: checked from a loop timer (an event, not a sleep).
   fetchd::uv::Timer poll(loop.get());
   fetchd::uv::Timer failsafe(loop.get());
   poll.start(1, 1, [&] {
     if (origin_.stats().requests_in_flight >= 1) {
       poll.stop();
-      sched.cancel(id);
+      sched->cancel(id);
     }
   });
-  failsafe.start(15000, 0, [&] { sched.cancel_all(); });
+  failsafe.start(15000, 0, [&] { sched->cancel_all(); });
   bool drained = false;
   fetchd::uv::Timer idle_check(loop.get());
   idle_check.start(1, 1, [&] {
@@ -317,7 +324,7 @@ TEST_P(StrategyTest, CancelMidTransferLeavesNoFile) {
       idle_check.close();
       poll.close();
       failsafe.close();
-      sched.drain([&] { drained = true; });
+      sched->drain([&] { drained = true; });
     }
   });
   loop.run();
@@ -421,16 +428,11 @@ TEST_P(StrategyTest, StalledTransferIsCancelledPromptly) {
     result = job.last;
     took = std::chrono::steady_clock::now() - cancelled_at;
   };
-  fetchd::scheduler::Scheduler sched(
-      loop.get(),
-      [&](fetchd::strategy::Strategy::ResultCallback cb) {
-        return fetchd::strategy::make_strategy(strategy_config(), loop.get(), std::move(cb));
-      },
-      options);
+  auto sched = make_scheduler(loop, std::move(options));
   fetchd::config::Job job;
   job.url = origin_.url("/bytes/1000/stalled.bin?latency=30s");
   job.dest = "stalled.bin";
-  auto id = sched.add(fetchd::scheduler::make_request(config_, job));
+  auto id = sched->add(fetchd::scheduler::make_request(config_, job));
   fetchd::uv::Timer poll(loop.get());
   fetchd::uv::Timer failsafe(loop.get());
   bool drained = false;
@@ -438,15 +440,15 @@ TEST_P(StrategyTest, StalledTransferIsCancelledPromptly) {
     if (!result && cancelled_at == std::chrono::steady_clock::time_point{} &&
         origin_.stats().requests_in_flight >= 1) {
       cancelled_at = std::chrono::steady_clock::now();
-      sched.cancel(id);
+      sched->cancel(id);
     }
     if (result) {
       poll.close();
       failsafe.close();
-      sched.drain([&] { drained = true; });
+      sched->drain([&] { drained = true; });
     }
   });
-  failsafe.start(15000, 0, [&] { sched.cancel_all(); });
+  failsafe.start(15000, 0, [&] { sched->cancel_all(); });
   loop.run();
   EXPECT_TRUE(drained);
   ASSERT_TRUE(result.has_value());
@@ -463,18 +465,13 @@ TEST_P(StrategyTest, DrainWaitsForInFlightTransfers) {
   bool drained = false;
   fetchd::scheduler::Scheduler::Options options;
   options.on_finished = [&](const fetchd::scheduler::JobRecord& job) { result = job.last; };
-  fetchd::scheduler::Scheduler sched(
-      loop.get(),
-      [&](fetchd::strategy::Strategy::ResultCallback cb) {
-        return fetchd::strategy::make_strategy(strategy_config(), loop.get(), std::move(cb));
-      },
-      options);
+  auto sched = make_scheduler(loop, std::move(options));
   auto sha = fetchd::origin::body_sha256_hex(2000, 5);
   fetchd::config::Job job;
   job.url = origin_.url("/bytes/2000/d.bin?seed=5&latency=300ms");
   job.dest = "d.bin";
   job.sha256 = sha;
-  sched.add(fetchd::scheduler::make_request(config_, job));
+  sched->add(fetchd::scheduler::make_request(config_, job));
   fetchd::uv::Timer poll(loop.get());
   fetchd::uv::Timer failsafe(loop.get());
   // Drain as soon as the origin holds the request: the transfer is in flight and has 300 ms to go.
@@ -482,13 +479,13 @@ TEST_P(StrategyTest, DrainWaitsForInFlightTransfers) {
     if (origin_.stats().requests_in_flight < 1) return;
     poll.close();
     EXPECT_FALSE(result.has_value());
-    sched.drain([&] {
+    sched->drain([&] {
       drained = true;
       result_before_drain_done = result.has_value();
       failsafe.close();
     });
   });
-  failsafe.start(15000, 0, [&] { sched.cancel_all(); });  // only if drain hangs: the test then fails below
+  failsafe.start(15000, 0, [&] { sched->cancel_all(); });  // only if drain hangs: the test then fails below
   loop.run();
   EXPECT_TRUE(drained);
   EXPECT_TRUE(result_before_drain_done);
@@ -538,16 +535,11 @@ TEST_P(StrategyTest, CancelWhileRateLimitedPublishesNothing) {
   std::optional<fetchd::core::TransferResult> result;
   fetchd::scheduler::Scheduler::Options options;
   options.on_finished = [&](const fetchd::scheduler::JobRecord& job) { result = job.last; };
-  fetchd::scheduler::Scheduler sched(
-      loop.get(),
-      [&](fetchd::strategy::Strategy::ResultCallback cb) {
-        return fetchd::strategy::make_strategy(strategy_config(), loop.get(), std::move(cb));
-      },
-      options);
+  auto sched = make_scheduler(loop, std::move(options));
   fetchd::config::Job job;
   job.url = origin_.url("/bytes/8388608/throttled.bin");
   job.dest = "throttled.bin";
-  auto id = sched.add(fetchd::scheduler::make_request(config_, job));
+  auto id = sched->add(fetchd::scheduler::make_request(config_, job));
   // Cancel 300 ms after the origin has the request: well past the burst, while the limiter holds it back.
   fetchd::uv::Timer poll(loop.get());
   fetchd::uv::Timer later(loop.get());
@@ -555,9 +547,9 @@ TEST_P(StrategyTest, CancelWhileRateLimitedPublishesNothing) {
   poll.start(1, 1, [&] {
     if (origin_.stats().requests_in_flight < 1) return;
     poll.stop();
-    later.start(300, 0, [&] { sched.cancel(id); });
+    later.start(300, 0, [&] { sched->cancel(id); });
   });
-  failsafe.start(30000, 0, [&] { sched.cancel_all(); });
+  failsafe.start(30000, 0, [&] { sched->cancel_all(); });
   bool drained = false;
   fetchd::uv::Timer idle_check(loop.get());
   idle_check.start(1, 1, [&] {
@@ -566,7 +558,7 @@ TEST_P(StrategyTest, CancelWhileRateLimitedPublishesNothing) {
     poll.close();
     later.close();
     failsafe.close();
-    sched.drain([&] { drained = true; });
+    sched->drain([&] { drained = true; });
   });
   loop.run();
   EXPECT_TRUE(drained);
