@@ -83,7 +83,7 @@ Value to_value(const YAML::Node& n) {
       break;
     case YAML::NodeType::Map:
       v.kind = Value::Kind::kMap;
-      for (const auto& kv : n) v.members.emplace_back(to_value(kv.first), to_value(kv.second));
+      for (const auto& kv : n) v.members.push_back(Member{to_value(kv.first), to_value(kv.second)});
       break;
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined:

@@ -43,7 +43,7 @@ Value value_from_json(const nlohmann::json& j) {
       key.kind = Value::Kind::kScalar;
       key.text = name;
       key.json = true;
-      v.members.emplace_back(std::move(key), value_from_json(member));
+      v.members.push_back(Member{std::move(key), value_from_json(member)});
     }
   } else {
     v.kind = Value::Kind::kScalar;

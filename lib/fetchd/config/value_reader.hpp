@@ -24,6 +24,8 @@ struct Pos {
   int column = 0;
 };
 
+struct Member;
+
 // A YAML node or a JSON value. Scalars keep their text: YAML scalars as written, JSON strings as they are,
 // JSON numbers and booleans as JSON writes them ("30", "1.5", "true").
 struct Value {
@@ -31,7 +33,7 @@ struct Value {
   Kind kind = Kind::kNull;
   std::string text;                                    // kScalar
   std::vector<Value> items;                            // kList
-  std::vector<std::pair<Value, Value>> members;        // kMap, in source order; keys are Values too
+  std::vector<Member> members;                         // kMap, in source order
   Pos pos;
   bool json = false;  // from JSON: messages say "an object"/"an array" instead of "a map"/"a list"
 
@@ -39,6 +41,13 @@ struct Value {
   bool is_scalar() const { return kind == Kind::kScalar; }
   bool is_list() const { return kind == Kind::kList; }
   bool is_map() const { return kind == Kind::kMap; }
+};
+
+// One key: value of a map. Not a std::pair: a pair of a type that is still incomplete inside its own definition
+// trips libstdc++'s completeness checks under clang 14.
+struct Member {
+  Value key;
+  Value value;
 };
 
 // A JSON value as a Value tree (JSON has no positions). Its depth is the caller's business.
