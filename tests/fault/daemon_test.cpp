@@ -7,12 +7,13 @@
 // AJobAcknowledgedRightBeforeKill9IsThereAfterTheRestart.
 
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
-#include <thread>
 
 #include "recording_proxy.hpp"
 #include "serve_fixture.hpp"
@@ -56,13 +57,25 @@ std::uint64_t size_of(const fs::path& p) {
 }
 
 // Polls a condition on the file system until it holds or the limit (a failsafe) passes.
-bool wait_until(const std::function<bool()>& condition, Clock::duration limit) {
+// Waits until `file` holds at least `bytes`, woken by inotify on its directory (the daemon is another process,
+// writing the file): every create/write there re-checks the size. The deadline is only a failsafe.
+bool wait_for_size(const fs::path& file, std::uint64_t bytes, Clock::duration limit) {
+  const int in = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (in < 0) return false;
+  const bool watching = ::inotify_add_watch(in, file.parent_path().c_str(), IN_CREATE | IN_MODIFY) >= 0;
   const auto deadline = Clock::now() + limit;
-  while (!condition()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  bool reached = false;
+  while (watching && !(reached = size_of(file) >= bytes)) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{in, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) break;
+    char events[4096];
+    while (::read(in, events, sizeof events) > 0) {
+    }
   }
-  return true;
+  ::close(in);
+  return reached;
 }
 
 class DaemonFault : public ServeFixture, public ::testing::WithParamInterface<std::string> {
@@ -139,7 +152,7 @@ TEST_P(DaemonFault, Case27_Kill9MidDownloadResumesAfterTheRestart) {
     id = ids[0];
   }
   const fs::path part = out("k.bin.part");
-  ASSERT_TRUE(wait_until([&] { return size_of(part) >= 128 * 1024; }, kFailsafe)) << daemon_->log();
+  ASSERT_TRUE(wait_for_size(part, 128 * 1024, kFailsafe)) << daemon_->log();
   daemon_->kill9();
   const std::uint64_t kept = size_of(part);
   ASSERT_GT(kept, 0u) << "the .part did not survive kill -9";
@@ -163,7 +176,7 @@ TEST_P(DaemonFault, Case28_SigtermKeepsThePartAndTheNextStartResumes) {
   auto ids = submit(c, json::array({slow_job("t.bin", 28)}));
   ASSERT_EQ(ids.size(), 1u);
   const fs::path part = out("t.bin.part");
-  ASSERT_TRUE(wait_until([&] { return size_of(part) >= 128 * 1024; }, kFailsafe)) << daemon_->log();
+  ASSERT_TRUE(wait_for_size(part, 128 * 1024, kFailsafe)) << daemon_->log();
 
   const std::size_t n0 = notify_.size();
   const auto t0 = Clock::now();
