@@ -123,6 +123,25 @@ TEST_F(SqliteJobStoreTest, AttemptErrorsAreAppendedAndTheNewest16Kept) {
   EXPECT_EQ(all_jobs().at(0).errors, j->errors);  // list() reads them too
 }
 
+TEST_F(SqliteJobStoreTest, SkippedIsStoredWithTheUpdateThatSetsIt) {
+  const core::JobId skipped = add(new_job("s.bin"));
+  const core::JobId fetched = add(new_job("f.bin"));
+  EXPECT_FALSE(store().get(skipped)->skipped);
+  Update s = update_of(skipped, State::kDone, 1);
+  s.skipped = true;
+  store().commit(updates({s, update_of(fetched, State::kDone, 1, "", 4096)}));
+  reopen();
+  EXPECT_TRUE(store().get(skipped)->skipped);
+  EXPECT_FALSE(store().get(fetched)->skipped);
+  const auto jobs = all_jobs();  // list() reads it too
+  ASSERT_EQ(jobs.size(), 2U);
+  EXPECT_TRUE(jobs.at(0).skipped);
+  EXPECT_FALSE(jobs.at(1).skipped);
+  // Every update sets it: the job queued again (an operator's retry) and downloaded is not skipped any more.
+  store().commit(updates({update_of(skipped, State::kQueued, 1)}));
+  EXPECT_FALSE(store().get(skipped)->skipped);
+}
+
 TEST_F(SqliteJobStoreTest, OptionalFieldsStayAbsent) {
   const core::JobId id = add(new_job("plain"));
   const auto j = store().get(id);

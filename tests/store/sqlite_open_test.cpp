@@ -184,7 +184,7 @@ TEST(SqliteOpen, ANewerSchemaIsRefused) {
   fetchd::testing::TempDir dir;
   const fs::path path = make_store(dir, 3);
   raw(path).exec("PRAGMA user_version = 99");
-  expect_refused(path, "schema version 99, newer than this fetchd supports (2)");
+  expect_refused(path, "schema version 99, newer than this fetchd supports (3)");
   EXPECT_EQ(raw(path).query_int("SELECT count(*) FROM jobs", "q"), 3);  // never reset
 }
 
@@ -242,6 +242,58 @@ TEST(SqliteOpen, AVersion1StoreIsMigratedAndKeepsItsJobs) {
   }
   EXPECT_EQ(raw(path).query_int("PRAGMA user_version", "q"), schema::kVersion);
   EXPECT_EQ(open_sqlite_store(path)->get(2)->state, State::kDone);  // and opens again as it is
+}
+
+TEST(SqliteOpen, AVersion2StoreIsMigratedAndKeepsItsJobs) {
+  fetchd::testing::TempDir dir;
+  const fs::path path = dir / "jobs.db";
+  {
+    // A store as fetchd with schema 2 made it: the v1 DDL and the 1 -> 2 migration, a queued job with its own
+    // options and errors, and a done one.
+    ::close(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    auto db = raw(path);
+    db.exec("BEGIN IMMEDIATE");
+    db.exec(schema::kCreateV1);
+    db.exec(schema::kMigrations[0]);
+    db.exec(fmt::format("PRAGMA application_id = {}; PRAGMA user_version = 2", schema::kApplicationId).c_str());
+    db.exec(
+        "INSERT INTO jobs (key, url, dest, size, header_count, priority, state, attempts, error, bytes, "
+        "created_ms, updated_ms, options, errors) VALUES ('client:k', 'http://h/a', '/out/a', 42, 0, 3, "
+        "'queued', 2, 'HTTP 503', 7, 1000, 2000, '{\"retries\":5}', '[\"HTTP 502\",\"HTTP 503\"]')");
+    db.exec("INSERT INTO jobs (url, dest, priority, state, bytes, created_ms, updated_ms, finished_ms) VALUES "
+            "('http://h/b', '/out/b', 0, 'done', 9, 1000, 2000, 2000)");
+    db.exec("COMMIT");
+  }
+  {
+    auto store = open_sqlite_store(path);
+    const auto a = store->get(1);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->key, "client:k");
+    EXPECT_EQ(a->size, 42U);
+    EXPECT_EQ(a->priority, 3);
+    EXPECT_EQ(a->attempts, 2);
+    EXPECT_EQ(a->error, "HTTP 503");
+    EXPECT_EQ(a->options.retry.retries, 5);
+    EXPECT_EQ(a->errors, (std::vector<std::string>{"HTTP 502", "HTTP 503"}));
+    EXPECT_FALSE(a->skipped);
+    const auto b = store->get(2);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->state, State::kDone);
+    EXPECT_EQ(b->bytes, 9U);
+    EXPECT_FALSE(b->skipped) << "done before v3: read as downloaded";
+    EXPECT_EQ(store->counts().queued, 1U);
+    EXPECT_EQ(store->counts().done, 1U);
+    EXPECT_EQ(store->next_queued(std::nullopt, 10).size(), 1U);
+    // The new column works on the migrated file.
+    Update u{1, State::kDone, 3, "", 0, std::nullopt, /*skipped=*/true};
+    store->commit(Batch{{}, {u}});
+    EXPECT_TRUE(store->get(1)->skipped);
+    EXPECT_EQ(store->get(1)->errors, (std::vector<std::string>{"HTTP 502", "HTTP 503"}));
+  }
+  EXPECT_EQ(raw(path).query_int("PRAGMA user_version", "q"), schema::kVersion);
+  auto again = open_sqlite_store(path);  // and opens again as it is
+  EXPECT_TRUE(again->get(1)->skipped);
+  EXPECT_FALSE(again->get(2)->skipped);
 }
 
 TEST(SqliteOpen, ADirectoryOrAMissingDirectoryIsRefused) {

@@ -58,6 +58,7 @@ struct Job {
   std::string error;         // the last attempt's error message; "" when none
   std::vector<std::string> errors;  // the error lines of the last kMaxErrors failed attempts, oldest first
   std::uint64_t bytes = 0;   // body bytes of the last attempt
+  bool skipped = false;      // done without a download: the destination existed (on_exists: skip)
   std::int64_t created_ms = 0;   // Unix epoch milliseconds
   std::int64_t updated_ms = 0;
   std::int64_t finished_ms = 0;  // 0 while unfinished
@@ -72,6 +73,8 @@ struct Update {
   std::uint64_t bytes = 0;
   // A failed attempt's error line: appended to Job::errors (which keeps the newest kMaxErrors).
   std::optional<std::string> attempt_error;
+  // Done because the destination existed (on_exists: skip); false for every other update.
+  bool skipped = false;
 };
 
 struct SubmitOutcome {

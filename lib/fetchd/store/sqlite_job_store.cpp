@@ -405,6 +405,7 @@ class SqliteJobStore final : public JobStore {
       errors = appended_errors(u.id, *u.attempt_error);
       update_job_.bind(8, errors);
     }
+    update_job_.bind(9, std::int64_t{u.skipped ? 1 : 0});
     try {
       update_job_.run();
     } catch (const StoreError& e) {
@@ -484,6 +485,7 @@ class SqliteJobStore final : public JobStore {
     j.finished_ms = s.column_int64(14);
     if (!s.is_null(15)) j.options = parse_options(s.column_text(15), j.id);
     j.errors = parse_errors(s.column_text(16), j.id);
+    j.skipped = s.column_int64(17) != 0;
     if (header_count > 0) {
       auto scope = select_headers_.use();
       select_headers_.bind(1, bits(j.id));

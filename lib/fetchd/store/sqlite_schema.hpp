@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// The SQLite job store's on-disk format (schema version 2) and every statement it runs, in one place so that
+// The SQLite job store's on-disk format (schema version 3) and every statement it runs, in one place so that
 // the tests can check the query plans of exactly these statements. Internal to lib/fetchd/store and its
 // tests. Thread: constants only.
 
@@ -13,7 +13,7 @@ namespace fetchd::store::schema {
 // is refused instead of being altered (https://www.sqlite.org/fileformat.html#application_id).
 inline constexpr std::int32_t kApplicationId = 0x464a4f42;
 // PRAGMA user_version: the schema version. Bump it with every change, with a migration from the last one.
-inline constexpr std::int64_t kVersion = 2;
+inline constexpr std::int64_t kVersion = 3;
 
 // Version 1, applied in one transaction together with application_id and user_version, then every migration
 // of kMigrations: a new store takes the same path as an old one, so the migrations run in every test. Never
@@ -83,10 +83,15 @@ END;
 // - v2: options, the job's own options (core::JobOptions as JSON, NULL when none; JSON is fine here: no bytes
 //   beyond UTF-8); errors, the error lines of its last kMaxErrors failed attempts, oldest first (a JSON array).
 //   A v1 job starts with no errors listed; its `error` column still has the last one.
+// - v3: skipped, 1 when a done job found its destination there already (on_exists: skip) and downloaded
+//   nothing. Jobs done before v3 read as downloaded (0): which they were is not known any more.
 inline constexpr const char* kMigrations[] = {
     R"sql(
 ALTER TABLE jobs ADD COLUMN options TEXT;
 ALTER TABLE jobs ADD COLUMN errors TEXT NOT NULL DEFAULT '[]';
+)sql",
+    R"sql(
+ALTER TABLE jobs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0 CHECK (skipped IN (0, 1));
 )sql",
 };
 static_assert(std::size(kMigrations) == kVersion - 1, "one migration per version after the first");
@@ -94,7 +99,7 @@ static_assert(std::size(kMigrations) == kVersion - 1, "one migration per version
 // Every statement below is prepared once per connection. The column list of a job, in read_job()'s order:
 #define FETCHD_STORE_JOB_COLUMNS                                                                          \
   "id, key, url, dest, sha256, size, header_count, priority, state, attempts, error, bytes, created_ms, " \
-  "updated_ms, finished_ms, options, errors"
+  "updated_ms, finished_ms, options, errors, skipped"
 
 inline constexpr const char* kFindKey = "SELECT id, state FROM jobs WHERE key = ?1";
 inline constexpr const char* kFindUnfinishedDest =
@@ -109,7 +114,7 @@ inline constexpr const char* kSelectHeaders =
     "SELECT name, value FROM job_headers WHERE job_id = ?1 ORDER BY pos";
 inline constexpr const char* kUpdateJob =
     "UPDATE jobs SET state = ?2, attempts = ?3, error = ?4, bytes = ?5, updated_ms = ?6, finished_ms = ?7, "
-    "errors = coalesce(?8, errors) WHERE id = ?1";
+    "errors = coalesce(?8, errors), skipped = ?9 WHERE id = ?1";
 inline constexpr const char* kSelectErrors = "SELECT errors FROM jobs WHERE id = ?1";
 
 // The keyset cursor "(priority < c.priority) OR (priority = c.priority AND id > c.id)" as two range scans of
