@@ -163,6 +163,91 @@ TEST_F(SchedulerTest, PriorAttemptsCountAgainstTheRetries) {
   EXPECT_EQ(origin.stats().requests_total, 1u);
 }
 
+// A cancelled job is not a failed one: the throughput line's `failed` counts failures only.
+TEST_F(SchedulerTest, CancelledJobsCountAsCancelledNotFailed) {
+  origin::OriginThread origin;
+  config_.strategy.concurrency = 2;
+  uv::Loop loop;
+  uv::Timer timer(loop.get());
+  int started = 0;
+  int cancelled = 0;
+  Scheduler::Options options;
+  options.on_started = [&](const JobRecord&) { ++started; };
+  options.on_finished = [&](const JobRecord& j) {
+    if (j.state == JobState::kCancelled) ++cancelled;
+  };
+  auto sched = std::make_unique<Scheduler>(
+      loop.get(),
+      [&](strategy::Strategy::ResultCallback cb) {
+        return strategy::make_strategy(config_, loop.get(), std::move(cb));
+      },
+      std::move(options));
+  for (int i = 0; i < 5; ++i) sched->add(request(origin, "/bytes/1000?latency=30s", fmt::format("c{}", i)));
+  ASSERT_EQ(sched->running(), 2u);
+  stats::Counters counters;
+  timer.start(0, 0, [&] {
+    sched->cancel_all();  // two running (they report kCancelled) and three queued
+    sched->drain([&] {
+      counters = sched->counters();
+      timer.close();
+    });
+  });
+  loop.run();
+  EXPECT_EQ(started, 2);
+  EXPECT_EQ(cancelled, 5);
+  EXPECT_EQ(counters.cancelled, 5u);
+  EXPECT_EQ(counters.failed, 0u);
+  EXPECT_EQ(counters.done, 0u);
+  sched.reset();
+  EXPECT_EQ(loop.close(), 0);
+}
+
+// The end of a shutdown's grace: a drained scheduler cancels what runs and leaves the queue alone.
+TEST_F(SchedulerTest, CancelRunningStopsOnlyTheRunningTransfers) {
+  origin::OriginThread origin;
+  config_.strategy.concurrency = 2;
+  uv::Loop loop;
+  uv::Timer timer(loop.get());
+  std::vector<core::JobId> finished;
+  bool all_interrupted = true;
+  int started = 0;
+  Scheduler::Options options;
+  options.on_started = [&](const JobRecord&) { ++started; };
+  options.on_finished = [&](const JobRecord& j) {
+    finished.push_back(j.request.id);
+    all_interrupted = all_interrupted && j.state == JobState::kCancelled && j.interrupted;
+  };
+  auto sched = std::make_unique<Scheduler>(
+      loop.get(),
+      [&](strategy::Strategy::ResultCallback cb) {
+        return strategy::make_strategy(config_, loop.get(), std::move(cb));
+      },
+      std::move(options));
+  for (int i = 0; i < 5; ++i) sched->add(request(origin, "/bytes/1000?latency=30s", fmt::format("r{}", i)));
+  ASSERT_EQ(sched->running(), 2u);
+  stats::Counters after;
+  std::size_t runnable_after = 0;
+  // As the daemon does: drain (nothing new starts), then cancel the running transfers.
+  timer.start(0, 0, [&] {
+    sched->drain([&] {
+      after = sched->counters();
+      runnable_after = sched->runnable();
+      timer.close();
+    });
+    sched->cancel_running();
+  });
+  loop.run();
+  EXPECT_EQ(started, 2);
+  EXPECT_EQ(finished, (std::vector<core::JobId>{1, 2}));
+  EXPECT_TRUE(all_interrupted);
+  EXPECT_EQ(runnable_after, 3u) << "the queued jobs are left alone";
+  EXPECT_EQ(after.queued, 3u);
+  EXPECT_EQ(after.cancelled, 2u);
+  EXPECT_EQ(after.failed, 0u);
+  sched.reset();
+  EXPECT_EQ(loop.close(), 0);
+}
+
 TEST(RetryDelay, BackoffGrowsIsCappedAndHonoursRetryAfter) {
   core::RetryPolicy p;
   p.initial = std::chrono::milliseconds(100);

@@ -163,6 +163,12 @@ std::string file_sha256_hex(const fs::path& path) {
 }
 
 std::map<std::int64_t, std::string> read_job_states(const fs::path& db) {
+  std::map<std::int64_t, std::string> out;
+  for (auto& [id, job] : read_jobs(db)) out[id] = std::move(job.state);
+  return out;
+}
+
+std::map<std::int64_t, StoredJob> read_jobs(const fs::path& db) {
   // Read-only, so the test neither checkpoints nor alters the WAL the next daemon start recovers from.
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
@@ -170,12 +176,15 @@ std::map<std::int64_t, std::string> read_job_states(const fs::path& db) {
   if (rc != SQLITE_OK) throw std::runtime_error("open " + db.string() + ": " + sqlite3_errstr(rc));
   sqlite3_busy_timeout(raw, 5000);
   sqlite3_stmt* stmt = nullptr;
-  rc = sqlite3_prepare_v2(raw, "SELECT id, state FROM jobs", -1, &stmt, nullptr);
+  rc = sqlite3_prepare_v2(raw, "SELECT id, state, error, attempts FROM jobs", -1, &stmt, nullptr);
   std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> st(stmt, &sqlite3_finalize);
   if (rc != SQLITE_OK) throw std::runtime_error("prepare on " + db.string() + ": " + sqlite3_errmsg(raw));
-  std::map<std::int64_t, std::string> out;
+  std::map<std::int64_t, StoredJob> out;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    out[sqlite3_column_int64(stmt, 0)] = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1));
+    StoredJob& job = out[sqlite3_column_int64(stmt, 0)];
+    job.state = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1));
+    job.error = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 2));
+    job.attempts = sqlite3_column_int(stmt, 3);
   }
   if (rc != SQLITE_DONE) throw std::runtime_error("read " + db.string() + ": " + sqlite3_errmsg(raw));
   return out;

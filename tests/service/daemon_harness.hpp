@@ -223,6 +223,14 @@ std::string file_sha256_hex(const fs::path& path);
 // WAL reader sees the last commit). id -> state.
 std::map<std::int64_t, std::string> read_job_states(const fs::path& db);
 
+// The same with the columns a test of the shutdown looks at. id -> job.
+struct StoredJob {
+  std::string state;
+  std::string error;
+  int attempts = 0;
+};
+std::map<std::int64_t, StoredJob> read_jobs(const fs::path& db);
+
 // Every job of the daemon through `list` with keyset paging (limit per page).
 std::vector<json> list_all(LineClient& client, std::uint64_t limit = 1000,
                            std::optional<std::string> state = {});

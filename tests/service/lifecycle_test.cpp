@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstring>
 #include <iostream>
+#include <set>
 
 #include "serve_fixture.hpp"
 
@@ -128,6 +129,79 @@ TEST_F(Lifecycle, SigtermAfterTheGraceLeavesTheJobQueuedForTheNextStart) {
   EXPECT_EQ(s["result"]["job"]["attempts"], 1) << "the interrupted attempt does not count";
   EXPECT_EQ(file_sha256_hex(out("held.bin")), origin::body_sha256_hex(5000, 7));
   EXPECT_EQ(requests_.count(bytes_path(5000, "held.bin")), 2u);
+}
+
+// Only the attempts the shutdown interrupted are "interrupted by shutdown": the jobs queued behind them (in the
+// window in memory and beyond it) and a job waiting to retry stay queued as they were, and none of them counts
+// as failed in the final throughput line.
+TEST_F(Lifecycle, SigtermMarksOnlyInterruptedAttemptsAndCountsNoneAsFailed) {
+  config_.grace = "200ms";
+  config_.concurrency = 4;
+  ASSERT_TRUE(start());
+  auto c = connect();
+  auto w = watch();
+
+  // A job waiting to retry (a 503 and an hour of backoff), with its error stored.
+  json retrying{{"url", origin_->url("/status/503")},
+                {"dest", "retrying.bin"},
+                {"retries", 3},
+                {"backoff", {{"initial", "1h"}, {"max", "1h"}, {"jitter", "none"}}}};
+  auto retry_ids = submit(c, json::array({retrying}));
+  ASSERT_EQ(retry_ids.size(), 1u);
+  w.read_until(
+      [&](const json& e) {
+        return e.value("event", "") == "queued" && e["job"]["id"] == retry_ids[0] && e["job"]["attempts"] == 1;
+      },
+      deadline_in(kFailsafe));
+
+  // 2,000 jobs whose responses are held back 30 s: 4 run, ~1,000 wait in the window, the rest in the store.
+  constexpr int kJobs = 2000;
+  json jobs = json::array();
+  for (int i = 0; i < kJobs; ++i) jobs.push_back(job(5000, "held-" + std::to_string(i) + ".bin", 7, "30s"));
+  auto ids = submit(c, jobs);
+  ASSERT_EQ(ids.size(), static_cast<std::size_t>(kJobs));
+  std::set<std::int64_t> started;
+  w.read_until(
+      [&](const json& e) {
+        if (e.value("event", "") == "started") started.insert(e["job"]["id"].get<std::int64_t>());
+        return started.size() == 4;
+      },
+      deadline_in(kFailsafe));
+
+  std::size_t log0 = daemon_->log_size();
+  auto code = terminate();
+  ASSERT_TRUE(code);
+  EXPECT_EQ(*code, 0);
+  ASSERT_TRUE(daemon_->wait_log("serve: stopped", deadline_in(kFailsafe), log0));
+
+  // The final throughput line: the last "strategy=" line of the log.
+  std::string log = daemon_->log();
+  auto at = log.rfind("strategy=event-loop active=");
+  ASSERT_NE(at, std::string::npos) << log;
+  ASSERT_GT(at, log0) << "a throughput line after SIGTERM";
+  std::string final_line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(final_line.find(" failed=0 "), std::string::npos) << final_line;
+  EXPECT_EQ(log.find("failed after", log0), std::string::npos) << "no job failed: " << log.substr(log0);
+
+  auto stored = read_jobs(db_path());
+  ASSERT_EQ(stored.size(), static_cast<std::size_t>(kJobs + 1));
+  std::size_t interrupted = 0;
+  for (auto id : ids) {
+    const StoredJob& j = stored.at(id);
+    EXPECT_EQ(j.state, "queued") << "job " << id;
+    EXPECT_EQ(j.attempts, 0) << "job " << id << ": an interrupted attempt does not count";
+    if (started.count(id) != 0) {
+      EXPECT_EQ(j.error, "interrupted by shutdown") << "job " << id;
+      ++interrupted;
+    } else {
+      EXPECT_EQ(j.error, "") << "job " << id << " never started";
+    }
+  }
+  EXPECT_EQ(interrupted, 4u);
+  const StoredJob& r = stored.at(retry_ids[0]);
+  EXPECT_EQ(r.state, "queued");
+  EXPECT_EQ(r.attempts, 1);
+  EXPECT_NE(r.error.find("503"), std::string::npos) << "the previous error is kept: " << r.error;
 }
 
 TEST_F(Lifecycle, ASecondSigtermExitsAtOnce) {

@@ -107,7 +107,7 @@ RunSummary run_job_list(const config::Config& config, const RunOptions& options)
 
   auto counters = scheduler->counters();
   summary.done = counters.done;
-  summary.failed = counters.failed;
+  summary.failed = counters.failed + counters.cancelled;
   summary.bytes = counters.bytes;
   summary.wall_s = throughput.elapsed_s();
   spdlog::info("{}", throughput.total(counters));

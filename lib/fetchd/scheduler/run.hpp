@@ -30,7 +30,7 @@ struct RunSummary {
   std::uint64_t jobs = 0;
   std::uint64_t done = 0;     // includes skipped
   std::uint64_t skipped = 0;
-  std::uint64_t failed = 0;   // includes cancelled
+  std::uint64_t failed = 0;   // includes cancelled (a signal stopped the run before they were done)
   std::uint64_t bytes = 0;
   double wall_s = 0;
   double cpu_s = 0;

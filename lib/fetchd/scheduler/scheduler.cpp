@@ -276,13 +276,13 @@ void Scheduler::finish(JobRecord& job, JobState state) {
   job.state = state;
   if (state == JobState::kDone) {
     ++done_;
+  } else if (state == JobState::kCancelled) {
+    ++cancelled_;  // not a failure: a client asked, or a shutdown stopped it (it stays queued in a store)
   } else {
     ++failed_;
-    if (state == JobState::kFailed) {
-      // The transfer's message already names the (redacted) URL.
-      spdlog::error("job {} failed after {} attempt(s): {}", job.request.id, job.request.attempt,
-                    job.last.message);
-    }
+    // The transfer's message already names the (redacted) URL.
+    spdlog::error("job {} failed after {} attempt(s): {}", job.request.id, job.request.attempt,
+                  job.last.message);
   }
   if (options_.on_finished) options_.on_finished(job);
   core::JobId id = job.request.id;  // a copy: erase must not read the key of the element it destroys
@@ -359,6 +359,15 @@ void Scheduler::cancel_all() {
   for (auto id : ids) cancel(id);
 }
 
+void Scheduler::cancel_running() {
+  std::vector<core::JobId> ids;
+  for (const auto& [id, job] : jobs_) {
+    if (job.state == JobState::kRunning) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (auto id : ids) cancel(id);
+}
+
 void Scheduler::check_idle() {
   if (idle() && options_.on_idle) options_.on_idle();
 }
@@ -369,6 +378,7 @@ stats::Counters Scheduler::counters() const {
   c.queued = queue_.size() + parked_ + waiting_;
   c.done = done_;
   c.failed = failed_;
+  c.cancelled = cancelled_;
   c.bytes = strategy_->snapshot().bytes + retired_bytes_;
   for (const auto& s : retiring_) c.bytes += s->snapshot().bytes;
   return c;

@@ -79,6 +79,9 @@ class Scheduler {
   void cancel(core::JobId id);
   // Cancels everything (queued, waiting, running).
   void cancel_all();
+  // Cancels the running transfers only (the end of a shutdown's grace): each reports kCancelled with
+  // JobRecord::interrupted set; queued and waiting jobs are left alone (a drained scheduler starts nothing).
+  void cancel_running();
 
   // Stops dispatching; calls done once the strategy finished its in-flight transfers and released its resources.
   void drain(std::function<void()> done);
@@ -160,6 +163,7 @@ class Scheduler {
   std::size_t waiting_ = 0;  // jobs in kRetryWait (retries_ may also hold stale entries of cancelled jobs)
   std::uint64_t done_ = 0;
   std::uint64_t failed_ = 0;
+  std::uint64_t cancelled_ = 0;
   bool draining_ = false;
 };
 

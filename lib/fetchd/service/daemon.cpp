@@ -265,6 +265,7 @@ int Daemon::run() {
   loop_.run();
 
   auto totals = scheduler_->counters();
+  totals.queued = queued_in_store(totals.queued);  // as in the periodic line: the whole queue, not the window
   spdlog::info("{}", throughput_.total(totals));
   scheduler_.reset();
   control_.reset();
@@ -313,7 +314,9 @@ void Daemon::begin_shutdown(int signum) {
   grace_timer_.start(grace_ms, 0, [this] {
     spdlog::warn("shutdown: grace period over; cancelling {} transfer(s) (they run again at the next start)",
                  scheduler_->running());
-    scheduler_->cancel_all();
+    // Only what runs: the jobs queued or waiting to retry behind it were never started by this drain, and
+    // stay queued in the store exactly as they are.
+    scheduler_->cancel_running();
   });
   scheduler_->drain([this] { finish_shutdown(); });
 }
@@ -539,9 +542,11 @@ void Daemon::on_finished(const scheduler::JobRecord& job) {
     state = store::State::kCancelled;
     if (!user_cancelled_.erase(id) && shutting_down_) {
       // Stopped by the shutdown, not by a client: it runs again at the next start. An interrupted attempt
-      // does not count against its retries (one that was queued or waiting to retry lost none).
-      record(id, store::State::kQueued, job.interrupted ? std::max(0, attempts - 1) : attempts,
-             "interrupted by shutdown", job.last.bytes);
+      // does not count against its retries. A job that was queued or waiting to retry lost nothing: the store
+      // already has it queued, with its attempts and its previous error, so nothing is written.
+      if (job.interrupted) {
+        record(id, store::State::kQueued, std::max(0, attempts - 1), "interrupted by shutdown", job.last.bytes);
+      }
       return;
     }
     // A cancelled transfer keeps its .part (a shutdown resumes it); a job cancelled for good has no use for it.

@@ -14,7 +14,8 @@ struct Counters {
   std::uint64_t active = 0;
   std::uint64_t queued = 0;  // runnable + waiting for a retry
   std::uint64_t done = 0;
-  std::uint64_t failed = 0;
+  std::uint64_t failed = 0;     // jobs that failed for good; never cancelled ones
+  std::uint64_t cancelled = 0;  // by a client, or stopped by a shutdown (not shown in the throughput line)
   std::uint64_t bytes = 0;   // body bytes received, in-flight included
 };
 
