@@ -511,6 +511,7 @@ void Daemon::add_to_scheduler(const store::Job& job) {
   r.expected_size = job.size;
   r.on_exists = config_->output.on_exists;
   r.fsync = config_->output.fsync;
+  r.publish_record = true;
   r.options = config_->effective_options(*options, job.headers);
   r.priority = job.priority;
   scheduler_->add(std::move(r), job.attempts);
