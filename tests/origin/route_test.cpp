@@ -411,6 +411,15 @@ TEST(RouteFault, RangeModesAndValidators) {
   EXPECT_EQ(head_of(none).find("Last-Modified"), std::string::npos);
   auto lm = route_of(get("/bytes/1000?last_modified=Sun%2C%2002%20Jan%202022%2000%3A00%3A00%20GMT"));
   EXPECT_TRUE(has_line(head_of(lm), "Last-Modified: Sun, 02 Jan 2022 00:00:00 GMT"));
+
+  // if_range=ignore: the Range is served whatever If-Range says, with this response's own validators.
+  auto spliced = route_of(get("/bytes/1000?seed=6&if_range=ignore", {{"range", "bytes=10-"}, {"if-range", etag}}));
+  EXPECT_EQ(spliced.status, 206);
+  EXPECT_EQ(spliced.offset, 10u);
+  EXPECT_TRUE(has_line(head_of(spliced), "ETag: " + body_etag(1000, 6)));
+  EXPECT_EQ(route_of(get("/bytes/1000?seed=6&if_range=honour", {{"range", "bytes=10-"}, {"if-range", etag}})).status,
+            200);
+  EXPECT_EQ(route_of(get("/bytes/1000?if_range=sometimes")).status, 400);
 }
 
 TEST(RouteFault, DigestPlan) {

@@ -62,7 +62,7 @@ bool header_safe(std::string_view value) {
 enum class RangeMode { kHonour, kIgnore, kWrong };
 
 // /bytes/<n>[/<name>...]?seed=<s>: n deterministic bytes, with validators and single-range support.
-// Fault parameters (docs/origin.md): range=ignore|wrong, etag=, last_modified=, digest=.
+// Fault parameters (docs/origin.md): range=ignore|wrong, if_range=ignore, etag=, last_modified=, digest=.
 void serve_bytes(const RouteContext& ctx) {
   auto size = core::parse_size(first_segment(ctx.rest));
   if (!size) return ctx.out.set_text(400, "bad size\n");
@@ -80,6 +80,14 @@ void serve_bytes(const RouteContext& ctx) {
       range_mode = RangeMode::kWrong;
     } else if (*mode != "honour") {
       return ctx.out.set_text(400, "bad range mode\n");
+    }
+  }
+  bool honour_if_range = true;
+  if (auto mode = query_param(ctx.query, "if_range")) {
+    if (*mode == "ignore") {
+      honour_if_range = false;
+    } else if (*mode != "honour") {
+      return ctx.out.set_text(400, "bad if_range mode\n");
     }
   }
   // Validators: derived from (n, seed) unless overridden, so a test can present "the same URL, changed".
@@ -113,7 +121,8 @@ void serve_bytes(const RouteContext& ctx) {
   if (value && range_mode != RangeMode::kIgnore) {
     // RFC 9110 §13.1.5: a Range under an If-Range that does not match (strongly) gets the whole body.
     const std::string* if_range = ctx.request.header("if-range");
-    if (!if_range || (etag && *if_range == *etag) || (last_modified && *if_range == *last_modified))
+    if (!if_range || !honour_if_range || (etag && *if_range == *etag) ||
+        (last_modified && *if_range == *last_modified))
       range = evaluate_range(*value, *size);
   }
   if (range.kind == RangeDecision::Kind::kPartial && range_mode == RangeMode::kWrong) {
