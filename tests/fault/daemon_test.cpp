@@ -4,13 +4,16 @@
 // resumes its .part (the RecordingProxy shows Range/If-Range) and the file is whole, with no second copy.
 // Built on tests/service's DaemonHarness/ServeFixture (linked, not copied). Case 26 (kill -9 right after the
 // acknowledgement) is tests/service/durability_test.cpp:
-// AJobAcknowledgedRightBeforeKill9IsThereAfterTheRestart.
+// AJobAcknowledgedRightBeforeKill9IsThereAfterTheRestart. And a crash between the publish and the store's
+// commit of `done`: the restart knows the file for the job's own.
 
 #include <fmt/format.h>
 #include <poll.h>
 #include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+
+#include <sqlite3.h>
 
 #include <cerrno>
 #include <cstring>
@@ -202,6 +205,54 @@ TEST_P(DaemonFault, Case28_SigtermKeepsThePartAndTheNextStartResumes) {
   ASSERT_TRUE(resumed.has_value());
   EXPECT_EQ(*resumed, kept) << "the kept .part is what is resumed";
   expect_one_file("t.bin", 28);
+}
+
+// A crash after the rename and before the store committed `done` leaves the job `running` in the store and its
+// published file at dest. The restart re-queues the job; with on_exists: fail the file must not be taken for a
+// stranger's (the job would fail "destination exists"): it carries this job's publish record and hash, so the
+// job is done without a second download. Simulated exactly: a finished job set back to `running` while the
+// daemon is stopped, which is what the store holds after such a crash.
+TEST_P(DaemonFault, PublishedButNotRecordedIsDoneAfterTheRestart) {
+  auto start_failing_on_exists = [&] {
+    std::string yaml = config_.yaml();
+    auto at = yaml.find("output:\n");
+    auto end = yaml.find('\n', yaml.find("dir:", at));
+    if (at == std::string::npos || end == std::string::npos) return false;
+    yaml.insert(end + 1, "  on_exists: fail\n");
+    write_file(config_path_, yaml);
+    daemon_.reset();
+    daemon_ = std::make_unique<DaemonProcess>(DaemonProcess::Options{.config = config_path_, .notify = &notify_});
+    return daemon_->wait_ready();
+  };
+  ASSERT_TRUE(start_failing_on_exists());
+  auto w = watch();
+  auto c = connect();
+  auto ids = submit(c, json::array({job(100000, "p.bin", 31)}));
+  ASSERT_EQ(ids.size(), 1u);
+  ASSERT_EQ(wait_finished(w, {ids[0]})[ids[0]], "done");
+  const auto fetched = requests_.count(bytes_path(100000, "p.bin"));
+  ASSERT_EQ(fetched, 1u);
+  auto code = terminate();
+  ASSERT_TRUE(code);
+
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(db_path().c_str(), &db), SQLITE_OK);
+    const std::string sql =
+        fmt::format("UPDATE jobs SET state = 'running', finished_ms = 0 WHERE id = {}", ids[0]);
+    char* error = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
+    EXPECT_EQ(rc, SQLITE_OK) << (error ? error : "");
+    sqlite3_free(error);
+    EXPECT_EQ(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+  }
+
+  ASSERT_TRUE(start_failing_on_exists());
+  EXPECT_EQ(final_state(ids[0]), "done") << daemon_->log();
+  EXPECT_EQ(requests_.count(bytes_path(100000, "p.bin")), fetched) << "downloaded a second time";
+  EXPECT_EQ(file_sha256_hex(out("p.bin")), origin::body_sha256_hex(100000, 31));
+  EXPECT_NE(daemon_->log().find("already holds this job's own download"), std::string::npos) << daemon_->log();
 }
 
 INSTANTIATE_TEST_SUITE_P(AllStrategies, DaemonFault,

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fault cases 21-24 (disk and file system). A full disk and a read-only directory are real: small tmpfs
+// Fault cases 21-24 (disk and file system), and a .part replaced behind fetchd's back. A full disk and a read-only directory are real: small tmpfs
 // mounts (the tests run as root; without the privilege to mount they skip with the reason). ENOSPC and an
 // fsync EIO are also injected through the Sink's FileSystem (tests/transfer/fake_file_system.hpp), which only
 // a Transfer takes, so those run once, not per strategy.
@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <set>
 
 #include "fake_file_system.hpp"
 #include "fault_support.hpp"
@@ -140,6 +142,46 @@ TEST_P(DiskFault, Case24_DestinationAppearingDuringTheDownloadIsKept) {
   EXPECT_EQ(read_file(out("late-skip.bin")), "theirs");
   EXPECT_EQ(read_file(out("late-fail.bin")), "theirs");
   EXPECT_EQ(count_regular_files(out()), 2u) << "no .part left:\n" << list_tree(out());
+}
+
+// The .part is replaced by another file, swapped for a symlink pointing outside the output folder, or removed
+// while the body still arrives. fetchd publishes only the inode it wrote and hashed: each job fails naming the
+// .part, nothing appears under its name, and the stranger's file and the canary are left as they are.
+TEST_P(DiskFault, PartReplacedMidTransferIsNeverPublished) {
+  constexpr std::uint64_t kBody = 200000;
+  const fs::path canary = dir_ / "canary-file";
+  std::ofstream(canary) << "canary";
+  Runner r(config_);
+  std::map<std::string, core::JobId> ids;
+  for (const std::string how : {"file", "symlink", "unlink"}) {
+    const std::string name = "swap-" + how + ".bin";
+    auto req = request(fmt::format("/bytes/{}/{}?seed=21&trickle=20KiB/20ms", kBody, name), name);
+    req.sha256 = origin::body_sha256_hex(kBody, 21);
+    ids[how] = r.add(req);
+  }
+  std::set<std::string> done;
+  r.on_tick = [&](Runner&) {
+    for (const auto& [how, id] : ids) {
+      const std::string p = part("swap-" + how + ".bin");
+      std::error_code ec;
+      if (done.count(how) != 0 || fs::file_size(p, ec) < 40000 || ec) continue;
+      done.insert(how);
+      fs::remove(p);
+      if (how == "file") std::ofstream(p) << "planted";
+      if (how == "symlink") fs::create_symlink(canary, p);
+    }
+  };
+  ASSERT_TRUE(r.run());
+  ASSERT_EQ(done.size(), 3u) << "the .part files were never seen";
+  for (const auto& [how, id] : ids) {
+    SCOPED_TRACE(how);
+    EXPECT_TRUE(failed_with(r.outcome(id), ErrorCategory::kFilesystem, {"was replaced or removed", ".part"}, 1));
+    EXPECT_FALSE(exists_nofollow(out("swap-" + how + ".bin"))) << "an unchecked file was published";
+  }
+  EXPECT_EQ(read_file(part("swap-file.bin")), "planted");
+  EXPECT_TRUE(fs::is_symlink(part("swap-symlink.bin")));
+  EXPECT_FALSE(exists_nofollow(part("swap-unlink.bin")));
+  EXPECT_EQ(read_file(canary), "canary");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllStrategies, DiskFault, ::testing::ValuesIn(all_strategies()), param_name);

@@ -62,6 +62,23 @@ TEST_P(NetworkFault, Case17_ConnectionRefusedIsAConnectErrorWithinASecond) {
   expect_no_file("x.bin");
 }
 
+// A TLS handshake that never completes (TCP connects: the kernel accepts into the backlog, and nobody ever
+// answers the ClientHello) is cut by connect_timeout, and the error names that setting: not the total timeout,
+// which would send the user to the wrong knob.
+TEST_P(NetworkFault, TlsHandshakeThatNeverCompletesNamesConnectTimeout) {
+  config_.defaults.retry.retries = 0;
+  config_.defaults.connect_timeout = std::chrono::milliseconds(1000);
+  SilentListener silent;
+  Runner r(config_);
+  auto req = request("/x", "tls.bin");
+  req.url = fmt::format("https://127.0.0.1:{}/tls.bin", silent.port());
+  auto id = r.add(req);
+  ASSERT_TRUE(r.run());
+  EXPECT_TRUE(failed_with(r.outcome(id), ErrorCategory::kTimeout, {"TLS handshake", "connect_timeout (1s)"}, 1));
+  EXPECT_EQ(r.outcome(id).last.message.find("total timeout"), std::string::npos) << r.outcome(id).last.message;
+  expect_no_file("tls.bin");
+}
+
 // security.deny_private_addresses: the address is judged after resolution, in the open-socket callback, so
 // a loopback origin is refused before any byte is sent to it.
 TEST_P(NetworkFault, DenyPrivateAddressesRefusesLoopbackBeforeConnecting) {

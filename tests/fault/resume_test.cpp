@@ -103,6 +103,45 @@ TEST_P(ResumeFault, Case19_ContentChangedMeanwhileRestartsFromZeroNeverSpliced) 
   EXPECT_EQ(fs::file_size(out("changed.bin")), kSize);
 }
 
+TEST_P(ResumeFault, Case20_A206ForAnotherVersionIsNeverSpliced) {
+  // The file changed (another seed: other bytes, another ETag) and the server ignores If-Range: it answers the
+  // resume with 206 and the new version's ETag. Only that ETag shows the bytes belong to another version: the
+  // .part is dropped and the next attempt fetches the new version whole. Without the check the file would be
+  // the old version's first kCut bytes followed by the new version's rest, and "done".
+  config_.defaults.retry.retries = 3;
+  const std::string target = fmt::format("/bytes/{}/v.bin?seed=13", kSize);
+  const std::string changed = fmt::format("/bytes/{}/v.bin?seed=14&if_range=ignore", kSize);
+  Runner r(config_);
+  auto id = add_planned(r, target, {fmt::format("{}&close_after={}", target, kCut), changed}, "v.bin");
+  ASSERT_TRUE(r.run());
+  const Outcome& o = r.outcome(id);
+  ASSERT_TRUE(done_after(o, 3));
+  EXPECT_EQ(o.log[1].result.category, ErrorCategory::kProtocol) << o.log[1].result.message;
+  EXPECT_NE(o.log[1].result.message.find("ignored If-Range"), std::string::npos) << o.log[1].result.message;
+  auto heads = proxy_->heads_for("/bytes/");
+  ASSERT_EQ(heads.size(), 3u);
+  EXPECT_EQ(heads[1].header("If-Range").value_or("<none>"), origin::body_etag(kSize, 13));
+  EXPECT_FALSE(heads[2].header("Range").has_value()) << "the other version's .part was resumed";
+  EXPECT_EQ(o.last.resumed_from, 0u);
+  EXPECT_EQ(file_sha256(out("v.bin")), origin::body_sha256_hex(kSize, 14)) << "two versions spliced";
+  EXPECT_EQ(count_regular_files(out()), 1u) << list_tree(out());
+}
+
+TEST_P(ResumeFault, Case20_A206WithoutTheRecordedValidatorIsNeverSpliced) {
+  // Same, but the 206 carries no validator at all: nothing proves it is the version of the .part.
+  config_.defaults.retry.retries = 3;
+  const std::string target = fmt::format("/bytes/{}/nv.bin?seed=15", kSize);
+  const std::string changed =
+      fmt::format("/bytes/{}/nv.bin?seed=16&if_range=ignore&etag=none&last_modified=none", kSize);
+  Runner r(config_);
+  auto id = add_planned(r, target, {fmt::format("{}&close_after={}", target, kCut), changed}, "nv.bin");
+  ASSERT_TRUE(r.run());
+  const Outcome& o = r.outcome(id);
+  ASSERT_TRUE(done_after(o, 3));
+  EXPECT_NE(o.log[1].result.message.find("no validator"), std::string::npos) << o.log[1].result.message;
+  EXPECT_EQ(file_sha256(out("nv.bin")), origin::body_sha256_hex(kSize, 16)) << "two versions spliced";
+}
+
 TEST_P(ResumeFault, Case20_ServerIgnoringRangeRestartsFromZero) {
   config_.defaults.retry.retries = 3;
   const std::string target = fmt::format("/bytes/{}/ign.bin?seed=10&range=ignore", kSize);

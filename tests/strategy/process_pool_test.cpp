@@ -531,6 +531,7 @@ TEST(WorkerProtocol, RequestAndResultSurviveTheRoundTrip) {
   r.expected_size = 1234567890123;
   r.on_exists = fetchd::core::OnExists::kFail;
   r.fsync = false;
+  r.publish_record = true;
   r.attempt = 3;
   r.options.timeout = std::chrono::milliseconds(1500);
   r.options.connect_timeout = std::chrono::milliseconds(250);
@@ -553,6 +554,7 @@ TEST(WorkerProtocol, RequestAndResultSurviveTheRoundTrip) {
   EXPECT_EQ(got.expected_size, r.expected_size);
   EXPECT_EQ(got.on_exists, r.on_exists);
   EXPECT_EQ(got.fsync, r.fsync);
+  EXPECT_EQ(got.publish_record, r.publish_record);
   EXPECT_EQ(got.attempt, r.attempt);
   EXPECT_EQ(got.options.timeout, r.options.timeout);
   EXPECT_EQ(got.options.connect_timeout, r.options.connect_timeout);

@@ -260,6 +260,7 @@ TEST_F(SinkTest, NeverWritesThroughASymlinkedPart) {
   Sink sink(dest);
   EXPECT_FALSE(sink.open());
   EXPECT_EQ(sink.error_code(), ELOOP);
+  EXPECT_EQ(sink.error(), dest + ".part is a symbolic link; fetchd never follows one: remove it");
   EXPECT_TRUE(sink.discard());
   EXPECT_EQ(read_file(canary), "canary");
   EXPECT_TRUE(exists(dest + ".part")) << "a .part this sink did not create is not its to remove";
@@ -367,20 +368,21 @@ TEST_F(SinkTest, NoValidatorOrNoXattrsMeansNoResume) {
     EXPECT_FALSE(sink.record_resume("", 3));  // weak ETag only: nothing to put in If-Range
     EXPECT_FALSE(sink.resumable());
     sink.keep();
+    EXPECT_FALSE(exists(dest + ".part")) << "a .part nobody can resume is not kept";
   }
   {
-    Sink sink(dest);
-    ASSERT_TRUE(sink.open("id"));
-    EXPECT_EQ(sink.resumed_from(), 0u);
-    ASSERT_TRUE(write_str(sink, "abc"));
     testutil::FakeFileSystem none;
     none.xattr_unsupported = true;
-    sink.keep();
     Sink fresh(dest, none);
     ASSERT_TRUE(fresh.open("id"));
-    EXPECT_FALSE(fresh.record_resume("\"e\"", 3));
-    EXPECT_EQ(fresh.resumed_from(), 0u);
-    fresh.discard();
+    ASSERT_TRUE(write_str(fresh, "abc"));
+    fresh.record_resume("\"e\"", 3);
+    fresh.keep();
+    EXPECT_FALSE(exists(dest + ".part")) << "without extended attributes there is no record to resume by";
+    Sink again(dest, none);
+    ASSERT_TRUE(again.open("id"));
+    EXPECT_EQ(again.resumed_from(), 0u);
+    again.discard();
   }
 }
 
@@ -424,6 +426,122 @@ TEST_F(SinkTest, PlantedHardLinkOrFifoPartIsRefusedUntouched) {
   EXPECT_FALSE(sink.open());  // and it returned: the open did not wait for a reader
   EXPECT_EQ(sink.error_code(), EEXIST);
   EXPECT_FALSE(testutil::exists(fifo_dest));
+}
+
+// Only the inode this sink wrote and hashed is ever published: a .part replaced by another file, swapped for a
+// symlink or removed mid-transfer fails the commit (ESTALE), publishes nothing, and the stranger's file is left.
+TEST_F(SinkTest, CommitRefusesAPartReplacedMeanwhile) {
+  const std::string canary = path("canary");
+  write_file(canary, "canary");
+  for (const std::string how : {"file", "symlink", "unlink"}) {
+    SCOPED_TRACE(how);
+    const std::string dest = path("swapped-" + how + ".bin");
+    Sink sink(dest);
+    ASSERT_TRUE(sink.open("id"));
+    ASSERT_TRUE(write_str(sink, "the real bytes"));
+    ASSERT_EQ(::unlink(sink.part_path().c_str()), 0);
+    if (how == "file") write_file(sink.part_path(), "planted");
+    if (how == "symlink") {
+      ASSERT_EQ(::symlink(canary.c_str(), sink.part_path().c_str()), 0);
+    }
+    EXPECT_FALSE(sink.commit({.fsync = true, .replace = false}));
+    EXPECT_EQ(sink.error_code(), ESTALE);
+    EXPECT_NE(sink.error().find("was replaced or removed during the download"), std::string::npos) << sink.error();
+    EXPECT_FALSE(exists(dest)) << "an unchecked file was published";
+    EXPECT_TRUE(sink.discard());
+    if (how == "file") {
+      EXPECT_EQ(read_file(sink.part_path()), "planted") << "not ours to remove";
+    }
+    if (how == "symlink") {
+      struct stat st {};
+      EXPECT_EQ(::lstat(sink.part_path().c_str(), &st), 0);
+    }
+  }
+  EXPECT_EQ(read_file(canary), "canary");
+}
+
+// A folder of the destination swapped for a symlink after open() cannot redirect the publish: the sink works
+// on the folder it opened.
+TEST_F(SinkTest, AFolderSwappedForASymlinkCannotRedirectThePublish) {
+  const std::string outside = path("outside");
+  ASSERT_EQ(::mkdir(outside.c_str(), 0755), 0);
+  const std::string dest = path("sub/f.bin");
+  Sink sink(dest);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "bytes"));
+  ASSERT_EQ(::rename(path("sub").c_str(), path("moved").c_str()), 0);
+  ASSERT_EQ(::symlink(outside.c_str(), path("sub").c_str()), 0);
+  ASSERT_TRUE(sink.commit({.fsync = true, .replace = false})) << sink.error();
+  EXPECT_FALSE(exists(outside + "/f.bin")) << "published through the symlink";
+  EXPECT_EQ(read_file(path("moved/f.bin")), "bytes");
+}
+
+// The resume record reaches the disk only when it can save something: at once for a large declared size,
+// after kResumeRecordAfter bytes otherwise, and when the attempt keeps the .part.
+TEST_F(SinkTest, ResumeRecordIsWrittenOnlyWhenItCouldMatter) {
+  auto has_record = [](const std::string& file) {
+    char buf[8];
+    return ::getxattr(file.c_str(), "user.fetchd.resume", buf, 0) > 0 || errno == ERANGE;
+  };
+  {
+    Sink small(path("small.bin"));
+    ASSERT_TRUE(small.open("id"));
+    ASSERT_TRUE(small.record_resume("\"e\"", 4096));
+    ASSERT_TRUE(write_str(small, std::string(4096, 'x')));
+    EXPECT_FALSE(has_record(small.part_path())) << "a small file pays for no record";
+    ASSERT_TRUE(small.commit({.fsync = false}));
+    EXPECT_FALSE(has_record(path("small.bin")));
+  }
+  {
+    Sink large(path("large.bin"));
+    ASSERT_TRUE(large.open("id"));
+    ASSERT_TRUE(large.record_resume("\"e\"", 100 * kResumeRecordAfter));
+    EXPECT_TRUE(has_record(large.part_path())) << "a crash at any point of a large file can resume";
+    large.discard();
+  }
+  {
+    Sink unknown(path("chunked.bin"));
+    ASSERT_TRUE(unknown.open("id"));
+    ASSERT_TRUE(unknown.record_resume("\"e\"", std::nullopt));
+    ASSERT_TRUE(write_str(unknown, std::string(kResumeRecordAfter, 'x')));
+    EXPECT_FALSE(has_record(unknown.part_path()));
+    ASSERT_TRUE(write_str(unknown, "y"));
+    EXPECT_TRUE(has_record(unknown.part_path()));
+    unknown.discard();
+  }
+  {
+    Sink kept(path("kept.bin"));
+    ASSERT_TRUE(kept.open("id"));
+    ASSERT_TRUE(kept.record_resume("\"e\"", 8));
+    ASSERT_TRUE(write_str(kept, "half"));
+    kept.keep();
+    EXPECT_TRUE(has_record(kept.part_path()));
+  }
+  Sink again(path("kept.bin"));
+  ASSERT_TRUE(again.open("id"));
+  EXPECT_EQ(again.resumed_from(), 4u);
+  again.discard();
+}
+
+TEST_F(SinkTest, PublishRecordNamesTheJobAndTheBytes) {
+  const std::string dest = path("p.bin");
+  Sink sink(dest);
+  ASSERT_TRUE(sink.open());
+  ASSERT_TRUE(write_str(sink, "hello world"));
+  ASSERT_TRUE(sink.commit({.fsync = false, .replace = false, .publish_job = 0x0102030405060708ULL}));
+  auto record = read_publish_record(posix_file_system(), dest);
+  ASSERT_TRUE(record.has_value());
+  EXPECT_EQ(record->job, 0x0102030405060708ULL);
+  EXPECT_EQ(record->sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+  EXPECT_EQ(file_sha256_hex(posix_file_system(), dest), record->sha256);
+
+  Sink plain(path("plain.bin"));
+  ASSERT_TRUE(plain.open());
+  ASSERT_TRUE(plain.commit({.fsync = false}));
+  EXPECT_FALSE(read_publish_record(posix_file_system(), path("plain.bin")).has_value());
+  EXPECT_FALSE(read_publish_record(posix_file_system(), path("missing.bin")).has_value());
+  ASSERT_EQ(::symlink(dest.c_str(), path("link.bin").c_str()), 0);
+  EXPECT_FALSE(read_publish_record(posix_file_system(), path("link.bin")).has_value()) << "never followed";
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -298,6 +299,53 @@ TEST_F(TransferTest, OnExistsOverwriteReplaces) {
   EXPECT_FALSE(r.skipped);
   EXPECT_EQ(read_file(path("f.bin")), "new");
   EXPECT_FALSE(exists(path("f.bin.part")));
+}
+
+// A crash between the rename and the job store's commit leaves this job's own file at dest: the restart
+// recognises it by its publish record (job id + SHA-256 of the bytes) and is done, without downloading again
+// and without on_exists treating it as a stranger's file. Anything else at dest still is on_exists's business.
+TEST_F(TransferTest, OwnPublishedFileIsThisJobsResultAfterARestart) {
+  server_.route("/f", {make_reply(200, "OK", "abc")});
+  auto first = request("/f", "own.bin");
+  first.publish_record = true;
+  first.on_exists = OnExists::kFail;
+  TransferResult published = run(first);
+  ASSERT_TRUE(published.ok()) << published.message;
+  ASSERT_EQ(server_.hits("/f"), 1);
+
+  for (OnExists policy : {OnExists::kFail, OnExists::kSkip}) {
+    SCOPED_TRACE(std::string(core::to_string(policy)));
+    auto again = first;
+    again.attempt = 2;
+    again.on_exists = policy;
+    TransferResult r = run(again);
+    EXPECT_TRUE(r.ok()) << r.message;
+    EXPECT_FALSE(r.skipped) << "it was downloaded, by the attempt before the crash";
+    EXPECT_EQ(r.sha256, testutil::kSha256Abc);
+    EXPECT_EQ(r.bytes, 3u);
+  }
+  EXPECT_EQ(server_.hits("/f"), 1) << "downloaded a second time";
+
+  auto other_job = first;
+  other_job.id = first.id + 1;
+  EXPECT_EQ(run(other_job).category, ErrorCategory::kDestExists);
+  auto without_records = first;  // fetchd run: job ids start afresh every run, so records mean nothing
+  without_records.publish_record = false;
+  EXPECT_EQ(run(without_records).category, ErrorCategory::kDestExists);
+  auto expecting_other = first;
+  expecting_other.sha256 = std::string(64, '0');
+  EXPECT_EQ(run(expecting_other).category, ErrorCategory::kDestExists);
+
+  // Changed after it was published (the record stays, the bytes do not match it): a stranger's file now.
+  {
+    std::FILE* f = std::fopen(path("own.bin").c_str(), "ab");
+    ASSERT_NE(f, nullptr);
+    std::fputs("!", f);
+    std::fclose(f);
+  }
+  EXPECT_EQ(run(first).category, ErrorCategory::kDestExists);
+  EXPECT_EQ(read_file(path("own.bin")), "abc!");
+  EXPECT_EQ(server_.hits("/f"), 1);
 }
 
 TEST_F(TransferTest, DestinationAppearingDuringTheDownloadIsNeverClobbered) {

@@ -76,6 +76,10 @@ struct TransferRequest {
   std::optional<std::uint64_t> expected_size;
   OnExists on_exists = OnExists::kSkip;
   bool fsync = true;
+  // The job lives in a durable store (fetchd serve): the published file carries a publish record (job id and
+  // SHA-256), so that after a crash between the rename and the store's commit a restart recognises the file
+  // as this job's own result instead of applying on_exists to it.
+  bool publish_record = false;
   int attempt = 1;  // 1-based
   int priority = 0;  // higher starts first (the scheduler's order; not sent to worker processes)
   TransferOptions options;

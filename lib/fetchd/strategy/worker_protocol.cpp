@@ -159,6 +159,7 @@ json request_json(const core::TransferRequest& r) {
          {"dest", text(r.dest)},
          {"on_exists", std::string(core::to_string(r.on_exists))},
          {"fsync", r.fsync},
+         {"publish_record", r.publish_record},
          {"attempt", r.attempt},
          {"timeout_ms", r.options.timeout.count()},
          {"connect_timeout_ms", r.options.connect_timeout.count()},
@@ -188,6 +189,7 @@ core::TransferRequest request_from(const json& j) {
   if (j.contains("size")) r.expected_size = get_u64(j, "size");
   r.on_exists = on_exists_from(get_text(j, "on_exists"));
   r.fsync = get_bool(j, "fsync");
+  r.publish_record = get_bool(j, "publish_record");
   r.attempt = get_int(j, "attempt");
   r.options.timeout = get_ms(j, "timeout_ms");
   r.options.connect_timeout = get_ms(j, "connect_timeout_ms");

@@ -25,8 +25,14 @@ constexpr mode_t kDirMode = 0755;
 constexpr const char* kResumeXattr = "user.fetchd.resume";
 constexpr std::string_view kResumeMagic = "fetchd-resume 1";
 constexpr std::size_t kMaxResumeRecord = 4096;
+// The publish record on a published file: version byte 1, the job id (8 bytes, little endian), the raw
+// SHA-256 (32 bytes). Binary and short on purpose: ext4 keeps 41 bytes under a short name inside the inode,
+// so the record costs no extra block.
+constexpr const char* kPublishXattr = "user.fetchd.job";
+constexpr std::size_t kPublishRecordSize = 1 + 8 + 32;
 
-std::string hex_digest(const EVP_MD_CTX* md) {
+// The digest of what `md` hashed so far (the context goes on), as raw bytes; "" on failure.
+std::string raw_digest(const EVP_MD_CTX* md) {
   if (md == nullptr) return {};
   std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> copy(EVP_MD_CTX_new());
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -34,12 +40,16 @@ std::string hex_digest(const EVP_MD_CTX* md) {
   if (!copy || EVP_MD_CTX_copy_ex(copy.get(), md) != 1 || EVP_DigestFinal_ex(copy.get(), digest, &len) != 1) {
     return {};
   }
+  return std::string(reinterpret_cast<const char*>(digest), len);
+}
+
+std::string to_hex(std::string_view raw) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(2 * len);
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 0xf]);
+  out.reserve(2 * raw.size());
+  for (unsigned char c : raw) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xf]);
   }
   return out;
 }
@@ -54,6 +64,11 @@ std::string parent_of(const std::string& path) {
   if (slash == std::string::npos) return ".";
   if (slash == 0) return "/";
   return path.substr(0, slash);
+}
+
+std::string last_component(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 }  // namespace
@@ -86,6 +101,8 @@ Sink::Sink(std::string dest, FileSystem& fs, bool sha512)
       dest_(std::move(dest)),
       part_(part_path_for(dest_)),
       dir_(parent_of(dest_)),
+      dest_name_(last_component(dest_)),
+      part_name_(last_component(part_)),
       md_(EVP_MD_CTX_new()),
       md512_(sha512 ? EVP_MD_CTX_new() : nullptr) {
   if (!md_ || (sha512 && !md512_) || !reset_digests()) throw std::bad_alloc();
@@ -104,10 +121,14 @@ bool Sink::hash(const void* data, std::size_t size) {
 Sink::~Sink() = default;
 
 bool Sink::fail(int err, std::string what) {
+  return fail_message(err, err != 0 ? fmt::format("{}: {}", what, errno_text(err)) : std::move(what));
+}
+
+bool Sink::fail_message(int err, std::string message) {
   if (state_ == State::kFailed) return false;  // the first failure is the one reported
   state_ = State::kFailed;
   error_code_ = err;
-  error_ = err != 0 ? fmt::format("{}: {}", what, errno_text(err)) : std::move(what);
+  error_ = std::move(message);
   return false;
 }
 
@@ -132,8 +153,29 @@ int Sink::make_directories(const std::string& dir, std::string* failed_dir) {
   return rc;
 }
 
+// The destination's folder, opened once: the .part, the check before publishing, the rename and the directory
+// fsync all go through this descriptor, so a folder swapped for a symlink after this point cannot redirect
+// them. The path itself may hold symlinks that stay inside the output directory (core::confine allows them).
+int Sink::open_directory() {
+  int fd;
+  do {
+    fd = fs_.open_at(AT_FDCWD, dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  } while (fd == -EINTR);
+  return fd;
+}
+
 bool Sink::open(std::string_view identity) {
   if (state_ != State::kIdle) return fail(EBADF, fmt::format("open {}: sink already used", part_));
+  int dir_fd = open_directory();
+  if (dir_fd == -ENOENT) {
+    std::string failed_dir;
+    int rc = make_directories(dir_, &failed_dir);
+    if (rc < 0) return fail(-rc, fmt::format("create directory {}", failed_dir));
+    dir_fd = open_directory();
+  }
+  if (dir_fd < 0) return fail(-dir_fd, fmt::format("open directory {}", dir_));
+  dir_fd_ = FileDescriptor(fs_, dir_fd);
+
   // A new .part is created with O_EXCL, so it is certainly ours. One that exists (kept by an earlier attempt
   // for resume, or planted) is opened without O_CREAT, O_TRUNC or following a symlink (O_NOFOLLOW), with
   // O_NONBLOCK so that a FIFO cannot block, and written only if it is a plain file with one name: a hard link
@@ -142,32 +184,38 @@ bool Sink::open(std::string_view identity) {
   auto open_part = [&](int flags) {
     int fd;
     do {
-      fd = fs_.open_at(AT_FDCWD, part_.c_str(), flags, kFileMode);
+      fd = fs_.open_at(dir_fd_.get(), part_name_.c_str(), flags, kFileMode);
     } while (fd == -EINTR);
     return fd;
   };
   int fd = open_part(kFlags | O_CREAT | O_EXCL);
-  if (fd == -ENOENT) {
-    std::string failed_dir;
-    int rc = make_directories(dir_, &failed_dir);
-    if (rc < 0) return fail(-rc, fmt::format("create directory {}", failed_dir));
-    fd = open_part(kFlags | O_CREAT | O_EXCL);
-  }
+  const bool created = fd >= 0;
+  struct stat st {};
   if (fd == -EEXIST) {
     fd = open_part(kFlags);
-    struct stat st {};
     if (fd >= 0 && (fs_.fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1)) {
       (void)fs_.close(fd);
-      return fail(EEXIST, fmt::format("{} is a hard link or not a regular file; not writing to it", part_));
+      return fail_message(EEXIST, fmt::format("{} is a hard link or not a regular file; fetchd never writes to "
+                                              "one: remove it",
+                                              part_));
     }
+  } else if (fd >= 0 && fs_.fstat(fd, &st) != 0) {
+    st = {};
+  }
+  if (fd == -ELOOP) {
+    return fail_message(ELOOP, fmt::format("{} is a symbolic link; fetchd never follows one: remove it", part_));
   }
   if (fd < 0) return fail(-fd, fmt::format("open {}", part_));
   fd_ = FileDescriptor(fs_, fd);
+  part_dev_ = st.st_dev;
+  part_ino_ = st.st_ino;
   part_created_ = true;
   if (!reset_digests()) return fail(0, "sha256: EVP_DigestInit_ex failed");
   bytes_ = 0;
   identity_ = std::string(identity);
-  if (identity_.empty()) {
+  if (created) {
+    // Empty and certainly without a record: nothing to load, nothing to truncate.
+  } else if (identity_.empty()) {
     // Nothing is resumed without an identity.
     if (int rc = fs_.truncate(fd_.get()); rc < 0) return fail(-rc, fmt::format("truncate {}", part_));
   } else if (!load_resume(identity_)) {
@@ -225,29 +273,47 @@ bool Sink::load_resume(std::string_view identity) {
     bytes_ += static_cast<std::uint64_t>(got);
   }
   resumed_from_ = bytes_;
-  has_record_ = true;
+  // The record on disk stays valid for as long as the server's validator is the same one.
+  validator_ = resume_validator_;
+  total_ = resume_total_;
+  record_on_disk_ = true;
   return true;
+}
+
+bool Sink::write_record() {
+  if (record_on_disk_ || validator_.empty()) return record_on_disk_;
+  const std::string record = fmt::format("{}\n{}\n{}\n{}\n", kResumeMagic, identity_, validator_,
+                                         total_ ? std::to_string(*total_) : std::string("-"));
+  record_on_disk_ = fs_.set_xattr(fd_.get(), kResumeXattr, record.data(), record.size()) == 0;
+  if (!record_on_disk_) validator_.clear();  // no extended attributes here: never resumable
+  return record_on_disk_;
+}
+
+void Sink::drop_record() {
+  if (record_on_disk_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
+  record_on_disk_ = false;
+  validator_.clear();
+  total_.reset();
 }
 
 bool Sink::record_resume(const std::string& validator, std::optional<std::uint64_t> total) {
   if (state_ != State::kOpen || identity_.empty()) return false;
-  if (validator.empty() || validator.find('\n') != std::string::npos) {
-    if (has_record_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
-    has_record_ = false;
+  if (validator.empty() || validator.find('\n') != std::string::npos ||
+      kResumeMagic.size() + identity_.size() + validator.size() + 24 > kMaxResumeRecord) {
+    drop_record();
     return false;
   }
-  const std::string record = fmt::format("{}\n{}\n{}\n{}\n", kResumeMagic, identity_, validator,
-                                         total ? std::to_string(*total) : std::string("-"));
-  if (record.size() > kMaxResumeRecord) return has_record_ = false;
-  has_record_ = fs_.set_xattr(fd_.get(), kResumeXattr, record.data(), record.size()) == 0;
-  return has_record_;
+  if (record_on_disk_ && (validator != validator_ || total != total_)) drop_record();
+  validator_ = validator;
+  total_ = total;
+  if (total && *total > kResumeRecordAfter) return write_record();
+  return true;
 }
 
 bool Sink::restart() {
   if (state_ != State::kOpen) return state_ == State::kFailed ? false : fail(EBADF, "restart: not open");
   if (int rc = fs_.truncate(fd_.get()); rc < 0) return fail(-rc, fmt::format("truncate {}", part_));
-  if (has_record_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
-  has_record_ = false;
+  drop_record();
   resumed_from_ = 0;
   resume_validator_.clear();
   resume_total_.reset();
@@ -258,7 +324,12 @@ bool Sink::restart() {
 
 void Sink::keep() {
   if (state_ != State::kOpen && state_ != State::kFailed) return;
+  if (!write_record()) {
+    discard();
+    return;
+  }
   (void)fd_.close();
+  (void)dir_fd_.close();
   state_ = State::kKept;
 }
 
@@ -278,23 +349,39 @@ bool Sink::write(const void* data, std::size_t size) {
   }
   if (!hash(data, size)) return fail(0, "sha256: EVP_DigestUpdate failed");
   bytes_ += size;
+  if (!record_on_disk_ && bytes_ > kResumeRecordAfter) (void)write_record();
   return true;
 }
 
+// Whether the .part name still is the inode open() opened: nobody replaced, removed or swapped it for a
+// symlink meanwhile.
+bool Sink::part_is_ours() {
+  struct stat st {};
+  return fs_.stat_at(dir_fd_.get(), part_name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+         st.st_dev == part_dev_ && st.st_ino == part_ino_;
+}
+
 int Sink::rename_into_place(bool replace) {
-  if (replace) return fs_.rename_at(AT_FDCWD, part_.c_str(), AT_FDCWD, dest_.c_str(), 0);
-  int rc = fs_.rename_at(AT_FDCWD, part_.c_str(), AT_FDCWD, dest_.c_str(), RENAME_NOREPLACE);
+  const int dir = dir_fd_.get();
+  if (replace) return fs_.rename_at(dir, part_name_.c_str(), dir, dest_name_.c_str(), 0);
+  int rc = fs_.rename_at(dir, part_name_.c_str(), dir, dest_name_.c_str(), RENAME_NOREPLACE);
   if (rc != -EINVAL) return rc;
   // A file system without RENAME_NOREPLACE: link(2) refuses to replace as well, then drop the .part name.
-  rc = fs_.link_at(AT_FDCWD, part_.c_str(), AT_FDCWD, dest_.c_str(), 0);
+  rc = fs_.link_at(dir, part_name_.c_str(), dir, dest_name_.c_str(), 0);
   if (rc < 0) return rc;
-  if (int u = fs_.unlink_at(AT_FDCWD, part_.c_str(), 0); u < 0 && u != -ENOENT) {
+  if (int u = fs_.unlink_at(dir, part_name_.c_str(), 0); u < 0 && u != -ENOENT) {
     spdlog::warn("unlink {} after linking it to {}: {}", part_, dest_, errno_text(-u));
   }
   return 0;
 }
 
 int Sink::sync_directory(const std::string& dir, std::string* failed_dir) {
+  if (dir == dir_) {
+    int rc = fs_.fsync(dir_fd_.get());
+    if (rc == -EINVAL) rc = 0;  // fsync(2): EINVAL where the file system cannot sync directories at all
+    if (rc < 0) *failed_dir = dir;
+    return rc;
+  }
   int fd;
   do {
     fd = fs_.open_at(AT_FDCWD, dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
@@ -305,7 +392,7 @@ int Sink::sync_directory(const std::string& dir, std::string* failed_dir) {
   }
   FileDescriptor guard(fs_, fd);
   int rc = fs_.fsync(fd);
-  if (rc == -EINVAL) rc = 0;  // fsync(2): EINVAL where the file system cannot sync directories at all
+  if (rc == -EINVAL) rc = 0;
   if (rc < 0) *failed_dir = dir;
   return rc;
 }
@@ -315,8 +402,18 @@ bool Sink::commit(CommitOptions options) {
     return state_ == State::kFailed ? false : fail(EBADF, fmt::format("commit {}: not open", part_));
   }
   // The published file carries no resume record (it would only confuse a later download to the same name).
-  if (has_record_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
-  has_record_ = false;
+  if (record_on_disk_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
+  record_on_disk_ = false;
+  if (options.publish_job != 0) {
+    const std::string digest = raw_digest(md_.get());
+    if (digest.size() != 32) return fail(0, "sha256: EVP_DigestFinal_ex failed");
+    std::string record(kPublishRecordSize, '\0');
+    record[0] = 1;
+    for (int i = 0; i < 8; ++i) record[1 + i] = static_cast<char>((options.publish_job >> (8 * i)) & 0xff);
+    record.replace(9, 32, digest);
+    // Best effort, like the resume record: without extended attributes a restart just cannot tell.
+    (void)fs_.set_xattr(fd_.get(), kPublishXattr, record.data(), record.size());
+  }
   if (options.fsync) {
     int rc;
     do {
@@ -327,6 +424,13 @@ bool Sink::commit(CommitOptions options) {
   // close(2) is where NFS reports deferred write errors; never publish a file whose close failed.
   if (int rc = fd_.close(); rc < 0 && rc != -EINTR) return fail(-rc, fmt::format("close {}", part_));
 
+  // Publish exactly the bytes written and hashed here: if the .part name now holds another file (replaced,
+  // removed, or a symlink), that file was never checked.
+  if (!part_is_ours()) {
+    return fail_message(ESTALE, fmt::format("{} was replaced or removed during the download; not publishing "
+                                            "a file fetchd did not write",
+                                            part_));
+  }
   if (int rc = rename_into_place(options.replace); rc < 0) {
     if (rc == -EEXIST)
       return fail(EEXIST, fmt::format("rename {} to {}: destination appeared meanwhile", part_, dest_));
@@ -344,13 +448,14 @@ bool Sink::commit(CommitOptions options) {
       if (int rc = sync_directory(dir, &failed_dir); rc < 0) {
         // Not durable, so not committed: take the final name back. The job fails; a later attempt starts
         // over.
-        if (int u = fs_.unlink_at(AT_FDCWD, dest_.c_str(), 0); u < 0 && u != -ENOENT) {
+        if (int u = fs_.unlink_at(dir_fd_.get(), dest_name_.c_str(), 0); u < 0 && u != -ENOENT) {
           spdlog::error("roll back {} after a failed directory fsync: {}", dest_, errno_text(-u));
         }
         return fail(-rc, fmt::format("fsync directory {}", failed_dir));
       }
     }
   }
+  (void)dir_fd_.close();
   state_ = State::kCommitted;
   return true;
 }
@@ -360,7 +465,10 @@ bool Sink::discard() {
     return true;
   (void)fd_.close();
   state_ = State::kDiscarded;
-  int rc = fs_.unlink_at(AT_FDCWD, part_.c_str(), 0);
+  // Someone else's file under the .part name (it replaced ours) is not ours to remove.
+  const bool ours = part_is_ours();
+  int rc = ours ? fs_.unlink_at(dir_fd_.get(), part_name_.c_str(), 0) : 0;
+  (void)dir_fd_.close();
   if (rc < 0 && rc != -ENOENT) {
     spdlog::warn("remove {}: {}", part_, errno_text(-rc));
     return false;
@@ -369,11 +477,57 @@ bool Sink::discard() {
 }
 
 std::string Sink::sha256_hex() const {
-  return hex_digest(md_.get());
+  return to_hex(raw_digest(md_.get()));
 }
 
 std::string Sink::sha512_hex() const {
-  return hex_digest(md512_.get());
+  return to_hex(raw_digest(md512_.get()));
+}
+
+namespace {
+
+// An existing file opened for reading, never through a symlink, never blocking on a FIFO.
+std::optional<FileDescriptor> open_for_reading(FileSystem& fs, const std::string& path) {
+  int fd;
+  do {
+    fd = fs.open_at(AT_FDCWD, path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0);
+  } while (fd == -EINTR);
+  if (fd < 0) return std::nullopt;
+  return FileDescriptor(fs, fd);
+}
+
+}  // namespace
+
+std::optional<PublishRecord> read_publish_record(FileSystem& fs, const std::string& path) {
+  auto guard = open_for_reading(fs, path);
+  if (!guard) return std::nullopt;
+  const int fd = guard->get();
+  char record[kPublishRecordSize + 1];
+  const ssize_t n = fs.get_xattr(fd, kPublishXattr, record, sizeof record);
+  if (n != static_cast<ssize_t>(kPublishRecordSize) || record[0] != 1) return std::nullopt;
+  PublishRecord out;
+  for (int i = 0; i < 8; ++i) out.job |= std::uint64_t{static_cast<unsigned char>(record[1 + i])} << (8 * i);
+  out.sha256 = to_hex(std::string_view(record + 9, 32));
+  return out;
+}
+
+std::optional<std::string> file_sha256_hex(FileSystem& fs, const std::string& path) {
+  auto guard = open_for_reading(fs, path);
+  if (!guard) return std::nullopt;
+  const int fd = guard->get();
+  struct stat st {};
+  if (fs.fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md(EVP_MD_CTX_new());
+  if (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1) return std::nullopt;
+  std::vector<char> buffer(256 * 1024);
+  while (true) {
+    const ssize_t got = fs.read(fd, buffer.data(), buffer.size());
+    if (got == -EINTR) continue;
+    if (got < 0) return std::nullopt;
+    if (got == 0) break;
+    if (EVP_DigestUpdate(md.get(), buffer.data(), static_cast<std::size_t>(got)) != 1) return std::nullopt;
+  }
+  return to_hex(raw_digest(md.get()));
 }
 
 }  // namespace fetchd::transfer

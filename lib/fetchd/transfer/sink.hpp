@@ -2,8 +2,10 @@
 #pragma once
 // Where a transfer's body goes: <dest>.part, hashed with SHA-256 (and SHA-512 when asked) and counted as it is
 // written, and published under <dest> only by commit() (fsync, rename, directory fsync). The final name never
-// exists unless commit() succeeded. A .part can carry a resume record (an extended attribute: whose download
-// it is and the validator the server sent), so that a later attempt, even after a crash, continues it with
+// exists unless commit() succeeded, and what it gets is exactly the inode this sink wrote and hashed: every step
+// is relative to one descriptor of the destination's folder, and the .part name is checked to still be that
+// inode right before the rename. A .part can carry a resume record (an extended attribute: whose download it is
+// and the validator the server sent), so that a later attempt, even after a crash, continues it with
 // Range/If-Range instead of starting over. Thread: one thread at a time (the one driving the transfer).
 
 #include <openssl/types.h>
@@ -28,7 +30,25 @@ struct CommitOptions {
   bool fsync = true;  // fsync the .part before the rename and the directory after it
   bool replace =
       false;  // false: RENAME_NOREPLACE, a file that appeared under <dest> meanwhile is never clobbered
+  // Non-zero: the published file carries a publish record (this job id and the SHA-256 written), so that a
+  // restart after a crash between the rename and the job store's commit knows the file for this job's result.
+  std::uint64_t publish_job = 0;
 };
+
+// A resume record is written on the .part only once it could save something: at the start when the declared
+// size is above this, else once this many bytes arrived, or when the attempt ends and keeps the .part. Small
+// files never carry one (on ext4 it costs an extended-attribute block per file).
+inline constexpr std::uint64_t kResumeRecordAfter = 256 * 1024;
+
+// The publish record of a file commit() published (CommitOptions::publish_job), read through `fs` without
+// following a symlink. nullopt when the file has none, or it cannot be read.
+struct PublishRecord {
+  std::uint64_t job = 0;
+  std::string sha256;  // lowercase hex
+};
+std::optional<PublishRecord> read_publish_record(FileSystem& fs, const std::string& path);
+// Lowercase hex SHA-256 of a regular file's bytes, read through `fs` without following a symlink.
+std::optional<std::string> file_sha256_hex(FileSystem& fs, const std::string& path);
 
 // "<dest>.part", unless that name would exceed NAME_MAX (a 255-byte sanitised name leaves no room for
 // ".part"): then the name is cut at a UTF-8 boundary and a hash of the full name added. Deterministic, so a
@@ -58,34 +78,36 @@ class Sink {
   const std::string& resume_validator() const { return resume_validator_; }
   std::optional<std::uint64_t> resume_total() const { return resume_total_; }
 
-  // Writes the resume record: validator is a strong ETag or a Last-Modified date (If-Range material), total
-  // the size of the whole file when known. An empty validator removes the record (the .part cannot be
-  // resumed safely). Best effort: a file system without extended attributes just never resumes. Returns
-  // whether a record is in place.
+  // Sets the resume record: validator is a strong ETag or a Last-Modified date (If-Range material), total the
+  // size of the whole file when known. It reaches the disk as kResumeRecordAfter says. An empty validator
+  // removes the record (the .part cannot be resumed safely). Best effort: a file system without extended
+  // attributes just never resumes. Returns whether the record is accepted.
   bool record_resume(const std::string& validator, std::optional<std::uint64_t> total);
-  // Whether the .part holds bytes a later attempt may resume (a record was written and bytes are there).
-  bool resumable() const { return state_ == State::kOpen && has_record_ && bytes_ > 0; }
+  // Whether the .part holds bytes a later attempt may resume (a record is set and bytes are there).
+  bool resumable() const { return state_ == State::kOpen && !validator_.empty() && bytes_ > 0; }
 
   // Truncates the .part to zero bytes, drops its resume record and resets the count and the hash: the
   // server sent the whole file instead of the rest of it.
   [[nodiscard]] bool restart();
 
-  // Closes the .part and leaves it, with its resume record, for a later attempt. discard() afterwards is a
-  // no-op.
+  // Writes the resume record if it is not on disk yet, closes the .part and leaves it for a later attempt.
+  // A .part whose record cannot be written is of no use to anyone: it is discarded instead. discard()
+  // afterwards is a no-op.
   void keep();
 
   // Appends size bytes (short writes and EINTR are retried) and feeds them to the hash. The first failure
   // sticks: every later write() and commit() fails with it.
   [[nodiscard]] bool write(const void* data, std::size_t size);
 
-  // fsync .part (if options.fsync), close, rename over <dest> (without replacing unless options.replace),
-  // fsync the directory and any directory open() created (if options.fsync). On failure nothing exists under
-  // <dest> (a rename that succeeded is rolled back when the directory fsync fails) and the .part is left for
-  // discard().
+  // fsync .part (if options.fsync), close, check that the .part name still is the file written here, rename
+  // it over <dest> (without replacing unless options.replace), fsync the directory and any directory open()
+  // created (if options.fsync). On failure nothing exists under <dest> (a rename that succeeded is rolled back
+  // when the directory fsync fails) and the .part is left for discard(). A .part replaced or removed by
+  // someone else fails with error_code() ESTALE.
   [[nodiscard]] bool commit(CommitOptions options);
 
-  // Closes and unlinks the .part this sink created. Never touches <dest>; a no-op after a successful commit
-  // or when open() never succeeded.
+  // Closes and unlinks the .part this sink wrote (only if the name still is that file). Never touches <dest>;
+  // a no-op after a successful commit or when open() never succeeded.
   bool discard();
 
   bool is_open() const { return state_ == State::kOpen; }
@@ -107,7 +129,12 @@ class Sink {
   bool reset_digests();
   bool hash(const void* data, std::size_t size);
   bool load_resume(std::string_view identity);
+  bool write_record();
+  void drop_record();
+  bool part_is_ours();
   bool fail(int err, std::string what);
+  bool fail_message(int err, std::string message);  // message as is, without errno's text
+  int open_directory();
   int make_directories(const std::string& dir, std::string* failed_dir);
   int rename_into_place(bool replace);
   int sync_directory(const std::string& dir, std::string* failed_dir);
@@ -116,16 +143,23 @@ class Sink {
   std::string dest_;
   std::string part_;
   std::string dir_;
+  std::string dest_name_;  // the last components of dest_ and part_: every call is relative to dir_fd_
+  std::string part_name_;
   std::vector<std::string> created_dirs_;  // by open(); their parents need an fsync too
+  FileDescriptor dir_fd_;
   FileDescriptor fd_;
+  dev_t part_dev_ = 0;  // the inode written: only this one is ever published or removed
+  ino_t part_ino_ = 0;
   std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md_;
   std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md512_;  // only when asked for
   std::uint64_t bytes_ = 0;
   std::string identity_;
   std::uint64_t resumed_from_ = 0;
-  std::string resume_validator_;
+  std::string validator_;  // the resume record's, "" when none
+  std::optional<std::uint64_t> total_;
+  std::string resume_validator_;  // what the record found by open() said
   std::optional<std::uint64_t> resume_total_;
-  bool has_record_ = false;
+  bool record_on_disk_ = false;
   State state_ = State::kIdle;
   bool part_created_ = false;
   int error_code_ = 0;

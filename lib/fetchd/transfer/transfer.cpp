@@ -176,6 +176,28 @@ std::string Transfer::where() const {
   return url;
 }
 
+// A destination that carries this job's own publish record, and still holds the bytes it records, is this job's
+// result: an earlier run published it and died before the job store recorded that. Only for jobs of a durable
+// store (request.publish_record): job ids of `fetchd run` start afresh every run.
+std::optional<TransferResult> Transfer::own_result(const struct stat& st) const {
+  if (!request_.publish_record || !S_ISREG(st.st_mode)) return std::nullopt;
+  auto record = read_publish_record(*fs_, request_.dest);
+  if (!record || record->job != request_.id) return std::nullopt;
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (request_.expected_size && *request_.expected_size != size) return std::nullopt;
+  if (request_.sha256 && to_lower(*request_.sha256) != record->sha256) return std::nullopt;
+  auto hashed = file_sha256_hex(*fs_, request_.dest);
+  if (!hashed || *hashed != record->sha256) return std::nullopt;
+  TransferResult r;
+  r.id = request_.id;
+  r.sha256 = record->sha256;
+  r.bytes = size;
+  spdlog::info("job {}: {} already holds this job's own download (published before a restart); done without "
+               "downloading it again",
+               request_.id, request_.dest);
+  return r;
+}
+
 std::optional<TransferResult> Transfer::prepare() {
   TransferResult r;
   r.id = request_.id;
@@ -193,6 +215,7 @@ std::optional<TransferResult> Transfer::prepare() {
       struct stat st {};
       int rc = fs_->stat_at(AT_FDCWD, request_.dest.c_str(), &st, AT_SYMLINK_NOFOLLOW);
       if (rc == 0) {
+        if (auto own = own_result(st)) return std::move(*own);
         if (request_.on_exists == OnExists::kSkip) {
           r.skipped = true;
           return r;
@@ -309,6 +332,22 @@ bool Transfer::begin_body() {
                  true);
       return false;
     }
+    // The 206 must come from the version the .part holds. A server that ignores If-Range answers a changed
+    // file with 206 too; only its own validator tells (RFC 9110 13.1.5 asks the server, we check anyway).
+    // The record holds a strong ETag (quoted) or else a Last-Modified date: compare like with like, and a
+    // 206 without that validator cannot prove anything.
+    const std::string& recorded = sink_->resume_validator();
+    const std::string& sent = recorded.starts_with('"') ? h.etag : h.last_modified;
+    if (sent != recorded) {
+      restart_part_ = true;
+      abort_with(ErrorCategory::kProtocol,
+                 fmt::format("the resume from byte {} was answered for another version of the file ({} instead "
+                             "of {}: the server ignored If-Range); the .part is dropped and the next attempt "
+                             "starts from zero",
+                             resume_offset_, sent.empty() ? std::string("no validator") : sent, recorded),
+                 true);
+      return false;
+    }
     total = h.content_range->total;
     if (!total && h.content_length && !h.chunked) total = resume_offset_ + *h.content_length;
   } else {
@@ -336,9 +375,9 @@ bool Transfer::begin_body() {
   }
   // Remember what a later attempt needs for If-Range: a strong ETag, else Last-Modified (weak ETags never
   // match in If-Range, RFC 9110 13.1.5). Without one, the .part is not resumable.
-  std::string validator = h.etag.starts_with("W/") ? std::string() : h.etag;
+  std::string validator = h.status == 206 ? sink_->resume_validator() : h.etag;
+  if (validator.starts_with("W/")) validator.clear();
   if (validator.empty()) validator = h.last_modified;
-  if (h.status == 206 && validator.empty()) validator = sink_->resume_validator();
   sink_->record_resume(validator, total);
   if (h.status == 206 && !h.content_digest_sha256.empty()) {
     range_md_ = {EVP_MD_CTX_new(), &EVP_MD_CTX_free};
@@ -530,6 +569,14 @@ void Transfer::classify_curl_error(CURLcode rc, TransferResult& r) {
       } else if (buffer.starts_with("Connection timed out") || buffer.starts_with("Resolving timed out") ||
                  buffer.starts_with("Failed to connect")) {
         which = fmt::format("connect timeout of {} exceeded", core::format_duration(o.connect_timeout));
+      } else if (buffer.starts_with("SSL connection timeout")) {
+        // curl counts the TLS handshake as part of connecting: connect_timeout is what cut it (unless a
+        // shorter total timeout came first).
+        const bool total_first = o.timeout.count() > 0 && o.timeout < o.connect_timeout;
+        which = total_first ? fmt::format("TLS handshake not completed within the total timeout of {}",
+                                          core::format_duration(o.timeout))
+                            : fmt::format("TLS handshake not completed within connect_timeout ({})",
+                                          core::format_duration(o.connect_timeout));
       } else {
         which = fmt::format("total timeout of {} exceeded", core::format_duration(o.timeout));
       }
@@ -722,7 +769,9 @@ TransferResult Transfer::publish(TransferResult result) {
       return result;
     }
     const bool replace = request_.on_exists == OnExists::kOverwrite;
-    if (sink_->commit({.fsync = request_.fsync, .replace = replace})) {
+    if (sink_->commit({.fsync = request_.fsync,
+                       .replace = replace,
+                       .publish_job = request_.publish_record ? request_.id : 0})) {
       result.sha256 = sha256_;
       result.bytes = sink_->bytes();
       spdlog::debug("job {}: published {} ({} bytes)", request_.id, request_.dest, result.bytes);

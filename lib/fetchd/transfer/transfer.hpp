@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <openssl/types.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <array>
 #include <atomic>
@@ -103,6 +104,7 @@ class Transfer {
   static int on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept;
   static curl_socket_t on_open_socket(void* self, curlsocktype purpose, struct curl_sockaddr* address) noexcept;
   void configure();
+  std::optional<core::TransferResult> own_result(const struct stat& st) const;
   bool begin_body();  // the header block of a 2xx response is complete; false aborts the transfer
   std::size_t body(const char* data, std::size_t size);
   void abort_with(core::ErrorCategory category, std::string message, bool retryable = false);
