@@ -69,6 +69,12 @@ const json* member(const json& object, std::string_view key) {
   return it == object.end() ? nullptr : &*it;
 }
 
+// A done job that kept an existing file instead of downloading ("skipped": true; docs/protocol.md).
+bool skipped(const json& job) {
+  const json* v = member(job, "skipped");
+  return v != nullptr && v->is_boolean() && v->get<bool>();
+}
+
 std::string int_or_dash(const json& object, std::string_view key) {
   auto v = json_int(object, key);
   return v ? std::to_string(*v) : "-";
@@ -273,8 +279,10 @@ std::vector<std::string> job_row(const json& job) {
   auto bytes = json_int(job, "bytes");
   std::string error = text("error");
   if (error == "-") error.clear();
+  std::string state = text("state");
+  if (skipped(job)) state += " (skipped)";
   return {int_or_dash(job, "id"),
-          text("state"),
+          state,
           int_or_dash(job, "attempts"),
           bytes && *bytes >= 0 ? format_bytes(static_cast<std::uint64_t>(*bytes)) : "-",
           text("dest"),
@@ -398,7 +406,9 @@ std::string format_event(const json& event) {
                                 sanitize(json_string(*job, "dest").value_or("-")));
   auto bytes = json_int(*job, "bytes");
   auto size = json_int(*job, "size");
-  if (name == "progress" || name == "done" || name == "cancelled") {
+  if (name == "done" && skipped(*job)) {
+    out += "  skipped (the file was there already)";
+  } else if (name == "progress" || name == "done" || name == "cancelled") {
     if (bytes && *bytes >= 0) {
       out += "  " + format_bytes(static_cast<std::uint64_t>(*bytes));
       if (size && *size > 0 && name != "done") {

@@ -65,7 +65,8 @@ class Table {
 
 // The job table of `status`, `cancel` and `list`: ID, STATE, ATTEMPTS, BYTES, DEST, ERROR.
 Table job_table();
-// One row of job_table() from a protocol Job object; missing fields print as "-", text is sanitized.
+// One row of job_table() from a protocol Job object; missing fields print as "-", text is sanitized. A done
+// job that kept an existing file shows the state "done (skipped)".
 std::vector<std::string> job_row(const nlohmann::json& job);
 // What `status` prints under the table: the job's own options on one line ("options  retries=1
 // max_size=1048576 backoff={...}") and its recent attempt errors, oldest first, one per line ("error 1  ...").
@@ -80,7 +81,7 @@ std::string format_totals(const nlohmann::json& stats);
 
 // One watch event as one plain line (no '\n'), for a log or a pipe:
 //   "started  12  sub/a.bin", "progress  12  sub/a.bin  1.0 MiB of 4.0 MiB (25%)", "failed  12  a.bin attempt
-//   3: HTTP 404", "stats  active=3 queued=10 ...".
+//   3: HTTP 404", "done  12  a.bin  skipped (the file was there already)", "stats  active=3 queued=10 ...".
 std::string format_event(const nlohmann::json& event);
 
 // The progress line of one running transfer in the live watch display, cut to `width` columns:

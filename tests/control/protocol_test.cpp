@@ -530,12 +530,22 @@ TEST(ControlProtocol, JobToJson) {
   EXPECT_TRUE(j["size"].is_null());
   EXPECT_TRUE(j["sha256"].is_null());
   EXPECT_EQ(j["finished"], "2024-05-01T12:34:58.000Z");
+  EXPECT_EQ(j["skipped"], false) << "a done job says whether it was downloaded";
+  EXPECT_EQ(j.size(), 17u);
+  job.skipped = true;
+  EXPECT_EQ(job_to_json(job)["skipped"], true);
 
   json w = watch_job_to_json(job);
-  EXPECT_EQ(w.size(), 8u);
+  EXPECT_EQ(w.size(), 9u);
   EXPECT_EQ(w["url"], "https://example.com/a.bin?token=…");
   EXPECT_EQ(w["state"], "done");
+  EXPECT_EQ(w["skipped"], true);
   EXPECT_EQ(parse_line(encode_event("done", "job", w))["job"]["id"], 12);
+
+  // Only done jobs carry it.
+  job.state = store::State::kFailed;
+  EXPECT_FALSE(job_to_json(job).contains("skipped"));
+  EXPECT_FALSE(watch_job_to_json(job).contains("skipped"));
 }
 
 // Bounded random mutation of valid requests: the parser never throws, and whatever it returns encodes to one

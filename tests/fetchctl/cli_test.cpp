@@ -346,6 +346,36 @@ TEST_F(FetchctlCli, StatusPrintsTheJobsOptionsAndEveryAttemptError) {
             "error 2  HTTP 503\n");
 }
 
+// A done job that kept an existing file (on_exists: skip) says so in the table and in --json.
+TEST_F(FetchctlCli, StatusAndListShowASkippedJob) {
+  FakeServer server(socket_path(), [](const json& request, std::size_t) {
+    json skipped = job(44);
+    skipped["bytes"] = 0;
+    skipped["skipped"] = true;
+    json fetched = job(45);
+    fetched["skipped"] = false;
+    if (request["op"] == "status") return Action{{ok_reply("status", {{"job", skipped}})}};
+    return Action{{ok_reply("list", {{"jobs", {skipped, fetched}}, {"total", 2}, {"next_after", nullptr}})}};
+  });
+  auto r = run({"status", "44"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "ID  STATE           ATTEMPTS  BYTES  DEST  ERROR\n"
+            "44  done (skipped)         1    0 B  f44\n");
+  r = run({"list"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "ID  STATE           ATTEMPTS    BYTES  DEST  ERROR\n"
+            "44  done (skipped)         1      0 B  f44\n"
+            "45  done                   1  4.0 KiB  f45\n");
+  r = run({"list", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  json out = json::parse(r.out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0]["skipped"], true);
+  EXPECT_EQ(out[1]["skipped"], false);
+}
+
 TEST_F(FetchctlCli, StatusNotFoundExits1WithTheDaemonsMessage) {
   FakeServer server(socket_path(), [](const json&, std::size_t) {
     return Action{{error_reply("status", "not_found", "no job with id 42")}};

@@ -121,6 +121,13 @@ TEST(JobRow, FormatsAndSanitizesAJobObject) {
               {"url", "https://x/a"}};
   EXPECT_EQ(job_row(job),
             (std::vector<std::string>{"12", "failed", "3", "2.0 KiB", "a\\x1b.bin", "HTTP 404"}));
+  json done = {{"id", 13}, {"state", "done"}, {"attempts", 1}, {"bytes", 0}, {"dest", "b"}, {"error", ""}};
+  done["skipped"] = true;
+  EXPECT_EQ(job_row(done), (std::vector<std::string>{"13", "done (skipped)", "1", "0 B", "b", ""}));
+  done["skipped"] = false;
+  EXPECT_EQ(job_row(done)[1], "done");
+  done["skipped"] = "yes";  // not a boolean: not trusted
+  EXPECT_EQ(job_row(done)[1], "done");
   json sparse = {{"id", "not a number"}};
   EXPECT_EQ(job_row(sparse), (std::vector<std::string>{"-", "-", "-", "-", "-", ""}));
   EXPECT_EQ(job_row(json::array()), (std::vector<std::string>{"-", "-", "-", "-", "-", ""}));
@@ -152,6 +159,12 @@ TEST(FormatEvent, OneLinePerKind) {
   EXPECT_EQ(format_event({{"event", "progress"}, {"job", job}}), "progress  4  x  512 B of 2.0 KiB (25%)");
   job["bytes"] = 2048;
   EXPECT_EQ(format_event({{"event", "done"}, {"job", job}}), "done  4  x  2.0 KiB");
+  job["skipped"] = false;
+  EXPECT_EQ(format_event({{"event", "done"}, {"job", job}}), "done  4  x  2.0 KiB");
+  job["skipped"] = true;
+  job["bytes"] = 0;
+  EXPECT_EQ(format_event({{"event", "done"}, {"job", job}}), "done  4  x  skipped (the file was there already)");
+  job.erase("skipped");
   job["error"] = "HTTP 503\nretry";
   job["attempts"] = 4;
   EXPECT_EQ(format_event({{"event", "failed"}, {"job", job}}), "failed  4  x  attempt 4: HTTP 503\\x0aretry");

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <map>
 #include <set>
 
 #include "fetchd/core/version.hpp"
@@ -125,6 +126,53 @@ TEST_F(ServeOps, SubmitConflictOnADestOfAnUnfinishedJob) {
   auto finished = wait_finished(w, {again[0]});
   EXPECT_EQ(finished[again[0]], "done");
   EXPECT_EQ(file_sha256_hex(out("c.bin")), origin::body_sha256_hex(200, 2));
+}
+
+// on_exists: skip (the default) with the destination already there: the job ends done, says skipped: true in
+// status, list and its watch event, and the file is left alone; a job that downloaded says skipped: false.
+TEST_F(ServeOps, AJobWhoseDestinationExistsIsDoneWithSkippedTrue) {
+  fs::create_directories(config_.output_dir);
+  write_file(out("there.bin"), "kept");
+  ASSERT_TRUE(start());
+  auto c = connect();
+  auto w = watch();
+  auto ids = submit(c, json::array({job(1000, "there.bin", 1), job(1000, "fresh.bin", 2)}));
+  ASSERT_EQ(ids.size(), 2u);
+  const auto there = ids[0];
+  const auto fresh = ids[1];
+  std::map<std::int64_t, json> done_events;
+  w.read_until(
+      [&](const json& e) {
+        if (e.value("event", "") == "done") done_events[e["job"]["id"].get<std::int64_t>()] = e["job"];
+        return done_events.size() == 2;
+      },
+      deadline_in(kFailsafe));
+  EXPECT_EQ(done_events[there]["skipped"], true) << done_events[there].dump();
+  EXPECT_EQ(done_events[fresh]["skipped"], false) << done_events[fresh].dump();
+
+  json s1 = c.request(json{{"op", "status"}, {"id", there}})["result"]["job"];
+  EXPECT_EQ(s1["state"], "done");
+  EXPECT_EQ(s1["skipped"], true) << s1.dump();
+  EXPECT_EQ(s1["bytes"], 0);
+  json s2 = c.request(json{{"op", "status"}, {"id", fresh}})["result"]["job"];
+  EXPECT_EQ(s2["state"], "done");
+  EXPECT_EQ(s2["skipped"], false) << s2.dump();
+  EXPECT_EQ(s2["bytes"], 1000);
+
+  auto listed = list_all(c, 1000, std::string("done"));
+  ASSERT_EQ(listed.size(), 2u);
+  for (const auto& j : listed) EXPECT_EQ(j["skipped"], j["id"] == there) << j.dump();
+
+  EXPECT_EQ(read_file(out("there.bin")), "kept") << "on_exists: skip leaves the file as it was";
+  EXPECT_EQ(requests_.count(bytes_path(1000, "there.bin")), 0u) << "nothing was downloaded";
+  EXPECT_EQ(file_sha256_hex(out("fresh.bin")), origin::body_sha256_hex(1000, 2));
+
+  // It is stored: a restart still says so.
+  ASSERT_EQ(terminate(), 0);
+  ASSERT_TRUE(start());
+  auto c2 = connect();
+  EXPECT_EQ(c2.request(json{{"op", "status"}, {"id", there}})["result"]["job"]["skipped"], true);
+  EXPECT_EQ(c2.request(json{{"op", "status"}, {"id", fresh}})["result"]["job"]["skipped"], false);
 }
 
 TEST_F(ServeOps, StatusOfQueuedRunningDoneAndUnknownJobs) {

@@ -585,7 +585,7 @@ json job_to_json(const store::Job& job) {
   json key = nullptr;
   if (std::string_view k = job.key; k.starts_with(kClientPrefix))
     key = std::string(k.substr(kClientPrefix.size()));
-  return json{
+  json out{
       {"id", job.id},
       {"url", curl::redact_url(job.url)},
       {"dest", job.dest},
@@ -603,10 +603,12 @@ json job_to_json(const store::Job& job) {
       {"updated", format_time_ms(job.updated_ms)},
       {"finished", job.finished_ms != 0 ? json(format_time_ms(job.finished_ms)) : json(nullptr)},
   };
+  if (job.state == store::State::kDone) out["skipped"] = job.skipped;
+  return out;
 }
 
 json watch_job_to_json(const store::Job& job) {
-  return json{
+  json out{
       {"id", job.id},
       {"url", curl::redact_url(job.url)},
       {"dest", job.dest},
@@ -616,6 +618,8 @@ json watch_job_to_json(const store::Job& job) {
       {"size", optional_size(job.size)},
       {"error", job.error},
   };
+  if (job.state == store::State::kDone) out["skipped"] = job.skipped;
+  return out;
 }
 
 }  // namespace fetchd::control

@@ -114,8 +114,10 @@ class Daemon {
     return scheduler_->runnable() + scheduler_->running() + retry_wait_.size() < window_;
   }
   void add_to_scheduler(const store::Job& job);
+  // failed_attempt: `error` is a failed attempt's (appended to the job's errors); skipped: done without a
+  // download, the destination existed (on_exists: skip).
   void record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes,
-              bool failed_attempt = false);
+              bool failed_attempt = false, bool skipped = false);
 
   // --- scheduler hooks
   void on_started(const scheduler::JobRecord& job);
@@ -349,12 +351,12 @@ void Daemon::close_handles() {
 
 // ------------------------------------------------------------------------------------------------ the store
 
-// failed_attempt: `error` is a failed attempt's, appended to the job's stored errors.
 void Daemon::record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes,
-                    bool failed_attempt) {
+                    bool failed_attempt, bool skipped) {
   std::optional<std::string> attempt_error;
   if (failed_attempt) attempt_error = error;
-  batch_.updates.push_back(store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error)});
+  batch_.updates.push_back(
+      store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error), skipped});
 }
 
 void Daemon::on_check() {
@@ -557,7 +559,8 @@ void Daemon::on_finished(const scheduler::JobRecord& job) {
     }
   }
   record(id, state, attempts, job.last.ok() ? "" : job.last.message, job.last.bytes,
-         /*failed_attempt=*/state == store::State::kFailed);
+         /*failed_attempt=*/state == store::State::kFailed,
+         /*skipped=*/state == store::State::kDone && job.last.skipped);
   emit(state == store::State::kDone ? "done" : state == store::State::kFailed ? "failed" : "cancelled", job,
        state);
 }
@@ -778,6 +781,7 @@ void Daemon::emit(std::string_view event, const scheduler::JobRecord& record, st
   job.state = state;
   job.attempts = record.request.attempt;
   job.bytes = record.last.bytes;
+  job.skipped = state == store::State::kDone && record.last.skipped;
   if (state != store::State::kRunning && !record.last.ok()) job.error = record.last.message;
   emit(event, job);
 }
