@@ -23,7 +23,7 @@ std::string dump(const json& value) {
 }
 
 void out(std::string_view text) {
-  std::fwrite(text.data(), 1, text.size(), stdout);
+  write_stdout(text);
 }
 
 [[noreturn]] void protocol_error(const Endpoint& endpoint, std::string_view what) {
@@ -86,6 +86,27 @@ struct Batch {
 };
 
 }  // namespace
+
+namespace {
+bool g_stdout_closed = false;  // main thread only, like all of fetchctl's output
+}  // namespace
+
+bool stdout_closed() {
+  return g_stdout_closed;
+}
+
+void write_stdout(std::string_view text, bool flush) {
+  errno = 0;
+  bool ok = std::fwrite(text.data(), 1, text.size(), stdout) == text.size();
+  if (ok && flush) ok = std::fflush(stdout) == 0;
+  if (ok && !std::ferror(stdout)) return;
+  const int err = errno;
+  if (err == EPIPE) {
+    g_stdout_closed = true;
+    throw StdoutClosed();
+  }
+  throw std::system_error(err, std::generic_category(), "cannot write to stdout");
+}
 
 int exit_code_for(Failure failure) {
   switch (failure) {
@@ -161,6 +182,17 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
     }
   };
 
+  // Every job is submitted even when stdout's reader went away (`fetchctl submit < urls | head`): only the
+  // printing stops, and the summary still goes to stderr.
+  bool stdout_closed = false;
+  auto print = [&](std::string_view text) {
+    if (stdout_closed) return;
+    try {
+      out(text);
+    } catch (const StdoutClosed&) {
+      stdout_closed = true;
+    }
+  };
   std::deque<Batch> in_flight;
   SubmitBatch batch;
   Batch current;
@@ -230,18 +262,18 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
       bool is_existing = e != j.end() && e->is_boolean() && e->get<bool>();
       (is_existing ? existing : created)++;
       if (g.json) {
-        out(first_json ? "{\"jobs\":[\n" : ",\n");
-        out(dump(j));
+        print(first_json ? "{\"jobs\":[\n" : ",\n");
+        print(dump(j));
         first_json = false;
       } else {
         auto id = json_int(j, "id");
-        out(fmt::format("{}  {}{}  {}\n", id ? std::to_string(*id) : "-",
-                        sanitize(json_string(j, "state").value_or("-")), is_existing ? " (existing)" : "",
-                        done.url[i]));
+        print(fmt::format("{}  {}{}  {}\n", id ? std::to_string(*id) : "-",
+                          sanitize(json_string(j, "state").value_or("-")), is_existing ? " (existing)" : "",
+                          done.url[i]));
       }
     }
   }
-  if (g.json && seen > 0) out(first_json ? "{\"jobs\":[]}\n" : "\n]}\n");
+  if (g.json && seen > 0) print(first_json ? "{\"jobs\":[]}\n" : "\n]}\n");
   if (seen == 0) {
     fmt::print(stderr, "fetchctl: no URLs given (as arguments or on stdin)\n");
     return kExitUsage;

@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <optional>
+#include <exception>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "client.hpp"
@@ -61,6 +63,20 @@ int run_ping(const GlobalOptions& g);
 int run_watch(const GlobalOptions& g);  // watch.cpp
 
 int exit_code_for(Failure failure);
+
+// Thrown by write_stdout() when stdout's reader went away (EPIPE: `fetchctl list | head`). That is the end of
+// the output, not an error: main exits 0, as `git log | head` does. (SIGPIPE is ignored, so the write fails
+// instead of killing the process with 141.)
+class StdoutClosed : public std::exception {
+ public:
+  const char* what() const noexcept override { return "stdout closed by its reader"; }
+};
+
+// Writes to stdout (buffered; flush = now). Throws StdoutClosed on EPIPE and std::system_error on any other
+// write error (exit 74).
+void write_stdout(std::string_view text, bool flush = false);
+// Whether a write to stdout met EPIPE (the reader went away), caught or not.
+bool stdout_closed();
 
 // Prints an ok=false reply as "fetchctl: <code>: <message>" (one stderr line per message line, so each stays
 // meaningful in the journal when `systemctl reload` runs fetchctl). `global` renames "jobs[N]" (submit

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -24,7 +26,8 @@ using namespace fetchd::ctl;
 
 constexpr const char* kFooter =
     "Exit codes: 0 ok, 1 fetchd refused the request, 2 usage error, 69 fetchd unreachable or the connection "
-    "dropped, 74 cannot read stdin or write stdout, 75 no reply within --timeout, 76 malformed reply.";
+    "dropped, 74 cannot read stdin or write stdout, 75 no reply within --timeout, 76 malformed reply. A reader "
+    "that stops reading (| head) ends the output; that is not an error.";
 
 // CLI11 validators with fetchctl's wording.
 CLI::Validator duration_validator(bool allow_zero = false) {
@@ -90,6 +93,9 @@ int usage_error(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A reader that goes away (`fetchctl list | head`) makes writes fail with EPIPE instead of killing us with
+  // SIGPIPE: write_stdout() turns that into the end of the output (exit 0). The socket uses MSG_NOSIGNAL.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{
       "fetchctl: control a running fetchd (submit downloads, list and watch jobs, reload the daemon)"};
   app.set_version_flag("--version", std::string("fetchctl ") + fetchd::core::kVersion);
@@ -230,6 +236,8 @@ int main(int argc, char** argv) {
     } else if (ping_cmd->parsed()) {
       rc = run_ping(g);
     }
+  } catch (const StdoutClosed&) {
+    return kExitOk;
   } catch (const ClientError& e) {
     std::fflush(stdout);
     fmt::print(stderr, "fetchctl: {}\n", e.what());
@@ -243,7 +251,9 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "fetchctl: internal error: {}\n", e.what());
     return kExitSoftware;
   }
+  errno = 0;
   if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    if (errno == EPIPE || stdout_closed()) return rc;  // the reader went away: the end of the output
     fmt::print(stderr, "fetchctl: cannot write to stdout\n");
     return kExitIoError;
   }

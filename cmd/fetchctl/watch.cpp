@@ -26,9 +26,8 @@ using nlohmann::json;
 
 constexpr std::chrono::milliseconds kFrame{100};  // at most ~10 redraws per second
 
-void write_stdout(std::string_view text) {
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::fflush(stdout);
+void write_now(std::string_view text) {
+  write_stdout(text, /*flush=*/true);
 }
 
 struct TerminalSize {
@@ -50,8 +49,14 @@ TerminalSize terminal_size() {
 // shown again when it goes, on every way out of run_watch.
 class LiveArea {
  public:
-  LiveArea() { write_stdout("\x1b[?25l"); }
-  ~LiveArea() { write_stdout("\x1b[?25h"); }
+  LiveArea() { write_now("\x1b[?25l"); }
+  ~LiveArea() {
+    try {
+      write_now("\x1b[?25h");
+    } catch (const std::exception&) {
+      // The terminal is gone or stdout is closed: nobody left to show the cursor to.
+    }
+  }
   LiveArea(const LiveArea&) = delete;
   LiveArea& operator=(const LiveArea&) = delete;
 
@@ -60,14 +65,14 @@ class LiveArea {
     for (const auto& line : lines) text += line + "\x1b[K\n";
     text += "\x1b[J";  // clear what is left of a taller previous frame
     drawn_ = lines.size();
-    write_stdout(text);
+    write_now(text);
   }
 
   // A line that stays (a failed job): printed where the area was; the area is drawn again below it next time.
   void print_above(const std::string& line) {
     std::string text = rewind() + "\x1b[J" + line + "\n";
     drawn_ = 0;
-    write_stdout(text);
+    write_now(text);
   }
 
  private:
@@ -200,9 +205,9 @@ int run_watch(const GlobalOptions& g) {
           return kExitRejected;
         }
         if (g.json) {
-          write_stdout(line + "\n");
+          write_now(line + "\n");
         } else if (!live) {
-          write_stdout(format_event(event) + "\n");
+          write_now(format_event(event) + "\n");
         } else {
           view.apply(event, now);
           if (json_string(event, "event").value_or("") == "failed") area->print_above(format_event(event));

@@ -40,6 +40,9 @@ class Child {
   bool wait_for_output(const std::string& needle,
                        std::chrono::milliseconds failsafe = std::chrono::seconds(30));
   void kill(int signo);
+  // Closes the read end of stdout, as `| head` does once it has its lines: the child's next write gets EPIPE
+  // (or SIGPIPE). Everything read so far stays in out().
+  void close_stdout() { out_fd_.reset(); }
   // Reads both streams to their end and reaps the child; SIGKILLs it after `failsafe`.
   ChildResult wait(std::chrono::milliseconds failsafe = std::chrono::seconds(60));
   const std::string& out() const { return out_; }

@@ -315,6 +315,53 @@ TEST_F(FetchctlCli, ListLimitStopsPagingAndPrintsAnAlignedTable) {
   EXPECT_NE(r.err.find("showing 2 of 50 jobs"), std::string::npos) << r.err;
 }
 
+// `fetchctl list | head`: the reader goes away after a few lines. That is the end of the output, not an error:
+// exit 0 at once (no SIGPIPE death, exit 141 in a shell, and no 74), without asking the daemon for more pages.
+TEST_F(FetchctlCli, ListIntoAPipeClosedEarlyExits0) {
+  for (bool as_json : {false, true}) {
+    SCOPED_TRACE(as_json ? "--json" : "table");
+    const std::string socket = (dir_ / (as_json ? "json.sock" : "table.sock")).string();
+    // An endless job list: every page says more follows.
+    FakeServer server(socket, [](const json& request, std::size_t) {
+      std::int64_t after = request.value("after", std::int64_t{0});
+      json jobs = json::array();
+      for (std::int64_t id = after + 1; id <= after + 1000; ++id) jobs.push_back(job(id));
+      return Action{{ok_reply("list", {{"jobs", jobs}, {"total", 1000000000}, {"next_after", after + 1000}})}};
+    });
+    std::vector<std::string> args{"--socket", socket, "list"};
+    if (as_json) args.push_back("--json");
+    Child child(argv(args));
+    ASSERT_TRUE(child.wait_for_output(as_json ? "\"id\":1," : "STATE")) << child.out();
+    child.close_stdout();
+    auto r = child.wait(std::chrono::seconds(30));
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    EXPECT_LT(server.requests().size(), 1000u) << "stops paging once nobody reads";
+  }
+}
+
+TEST_F(FetchctlCli, WatchIntoAPipeClosedEarlyExits0) {
+  // More events than a pipe holds (64 KiB), sent at once.
+  FakeServer server(socket_path(), [](const json&, std::size_t) {
+    Action a{{ok_reply("watch", {{"watching", true}})}};
+    for (int i = 1; i <= 5000; ++i) {
+      json e{{"event", "queued"},
+             {"job", {{"id", i}, {"url", "https://example.org/f"}, {"dest", "f" + std::to_string(i)},
+                      {"state", "queued"}, {"attempts", 0}, {"bytes", 0}, {"size", nullptr}, {"error", ""}}}};
+      a.send.push_back(e.dump() + "\n");
+    }
+    return a;
+  });
+  Child child(argv({"--socket", socket_path(), "watch"}));
+  ASSERT_TRUE(child.wait_for_output("queued  1  f1")) << child.out();
+  child.close_stdout();
+  auto r = child.wait(std::chrono::seconds(30));
+  EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+}
+
 TEST_F(FetchctlCli, StatusPrintsTheJobTable) {
   FakeServer server(socket_path(), [](const json&, std::size_t) {
     return Action{{ok_reply("status", {{"job", job(42, "running")}})}};
@@ -344,6 +391,33 @@ TEST_F(FetchctlCli, StatusPrintsTheJobsOptionsAndEveryAttemptError) {
             "options  backoff={\"initial\":\"2s\"}  retries=1  timeout=30s\n"
             "error 1  HTTP 502\\x1b[31m\n"
             "error 2  HTTP 503\n");
+}
+
+// `fetchctl submit < urls | head -1`: the printing stops, the submitting does not.
+TEST_F(FetchctlCli, SubmitIntoAPipeClosedEarlySubmitsEveryJob) {
+  constexpr int kUrls = 12000;
+  std::string input;
+  for (int i = 0; i < kUrls; ++i) input += "https://example.org/f" + std::to_string(i) + "\n";
+  auto stdin_path = dir_.write("urls.txt", input);
+  int next_id = 1;
+  std::size_t jobs_seen = 0;
+  FakeServer server(socket_path(), [&](const json& request, std::size_t) {
+    json jobs = json::array();
+    for (std::size_t i = 0; i < request["jobs"].size(); ++i)
+      jobs.push_back({{"id", next_id++}, {"state", "queued"}, {"existing", false}});
+    jobs_seen += request["jobs"].size();
+    return Action{{ok_reply("submit", {{"jobs", jobs}})}};
+  });
+  ChildOptions options;
+  options.stdin_path = stdin_path.string();
+  Child child(argv({"--socket", socket_path(), "submit"}), options);
+  ASSERT_TRUE(child.wait_for_output("1  queued")) << child.out();
+  child.close_stdout();
+  auto r = child.wait(std::chrono::seconds(30));
+  EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(jobs_seen, static_cast<std::size_t>(kUrls));
+  EXPECT_NE(r.err.find("submitted 12000 of 12000 jobs"), std::string::npos) << r.err;
 }
 
 // A done job that kept an existing file (on_exists: skip) says so in the table and in --json.
