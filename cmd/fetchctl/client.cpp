@@ -4,17 +4,22 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstring>
+#include <filesystem>
 #include <system_error>
+#include <vector>
 
 #include "fetchd/core/units.hpp"
 
@@ -33,22 +38,43 @@ int poll_timeout(Clock::duration remaining) {
   return static_cast<int>(std::min<std::int64_t>(ms, INT_MAX));
 }
 
-std::string hint(int err) {
-  switch (err) {
-    case ENOENT:
-    case ECONNREFUSED:
-      return " (is fetchd running?)";
-    case EACCES:
-    case EPERM:
-      return " (is your user in the socket's group, e.g. fetchd?)";
-    default:
-      return {};
+// The name of group `gid`, or its number when it has none.
+std::string group_name(gid_t gid) {
+  std::vector<char> buffer(16384);
+  group entry{};
+  group* found = nullptr;
+  while (::getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == ERANGE && buffer.size() < (1U << 22))
+    buffer.resize(buffer.size() * 2);
+  return found != nullptr ? std::string(found->gr_name) : std::to_string(gid);
+}
+
+// Why a permission error on `path`: the first folder on the way that this process may not enter (no search
+// permission), or else the socket file itself, each with its owner group and mode: the group is what an
+// administrator adds a user to (`fetchd` for the packaged service, but a local setup may use any).
+std::string permission_hint(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path socket(path);
+  fs::path prefix;
+  for (auto it = socket.begin(); it != socket.end(); ++it) {
+    prefix /= *it;
+    if (prefix == socket) break;
+    if (::access(prefix.c_str(), X_OK) != 0 && errno == EACCES) {
+      struct stat st {};
+      if (::stat(prefix.c_str(), &st) != 0) break;
+      return fmt::format(" (you may not enter the folder {}: group {}, mode {:04o}; is your user in that group?)",
+                         prefix.string(), group_name(st.st_gid), st.st_mode & 07777U);
+    }
   }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return " (is your user in the socket's group?)";
+  return fmt::format(" (the socket belongs to group {}, mode {:04o}: is your user in that group? `id -nG` "
+                     "lists yours; a new membership needs a new login)",
+                     group_name(st.st_gid), st.st_mode & 07777U);
 }
 
 [[noreturn]] void throw_connect_error(const Endpoint& endpoint, int err) {
   throw ClientError(Failure::kUnavailable, fmt::format("cannot connect to {}: {}{}", endpoint.display,
-                                                       std::strerror(err), hint(err)));
+                                                       std::strerror(err), connect_hint(endpoint, err)));
 }
 
 void set_send_timeout(int fd, std::chrono::milliseconds timeout) {
@@ -64,6 +90,19 @@ void set_send_timeout(int fd, std::chrono::milliseconds timeout) {
 }
 
 }  // namespace
+
+std::string connect_hint(const Endpoint& endpoint, int err) {
+  switch (err) {
+    case ENOENT:
+    case ECONNREFUSED:
+      return " (is fetchd running?)";
+    case EACCES:
+    case EPERM:
+      return endpoint.kind == Endpoint::Kind::kUnix ? permission_hint(endpoint.path) : std::string();
+    default:
+      return {};
+  }
+}
 
 std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error) {
   auto fail = [&](std::string message) -> std::optional<Endpoint> {

@@ -34,6 +34,12 @@ struct Endpoint {
 // "PATH" (a unix socket) or "tcp:HOST:PORT" with a numeric HOST ("tcp:127.0.0.1:7070", "tcp:[::1]:7070").
 std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error);
 
+// What follows "cannot connect to PATH: <error>" to say what to do, "" when nothing useful: for a missing or
+// refused socket "(is fetchd running?)"; for a permission error on a Unix socket the group (by name) and mode of
+// the first folder on the way this process may not enter, or else of the socket file, since membership of that
+// group is what grants access.
+std::string connect_hint(const Endpoint& endpoint, int err);
+
 // Why talking to the daemon failed; each maps to one exit code (see commands.hpp).
 enum class Failure {
   kUnavailable,  // cannot connect, or the connection dropped before the reply
