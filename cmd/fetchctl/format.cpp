@@ -317,7 +317,7 @@ std::string format_stats(const json& stats) {
     const char* label;
     enum Kind { kText, kInt, kBytes, kFloat1, kFloat2, kSeconds } kind;
   };
-  static constexpr std::array<Known, 11> kKnown{{{"strategy", "strategy", Known::kText},
+  static constexpr std::array<Known, 12> kKnown{{{"strategy", "strategy", Known::kText},
                                                  {"concurrency", "concurrency", Known::kInt},
                                                  {"active", "active", Known::kInt},
                                                  {"queued", "queued", Known::kInt},
@@ -327,7 +327,8 @@ std::string format_stats(const json& stats) {
                                                  {"bytes", "downloaded", Known::kBytes},
                                                  {"files_per_s", "files/s", Known::kFloat1},
                                                  {"mib_per_s", "MiB/s", Known::kFloat2},
-                                                 {"uptime_s", "uptime", Known::kSeconds}}};
+                                                 {"uptime_s", "uptime", Known::kSeconds},
+                                                 {"store", "store", Known::kText}}};
   std::vector<std::pair<std::string, std::string>> lines;
   for (const auto& k : kKnown) {
     const json* v = member(stats, k.key);

@@ -482,7 +482,8 @@ TEST_F(FetchctlCli, StatsPrintsOneBlock) {
                                       {"bytes", 3 * 1048576},
                                       {"files_per_s", 1.25},
                                       {"mib_per_s", 0.5},
-                                      {"uptime_s", 3725.0}})}};
+                                      {"uptime_s", 3725.0},
+                                      {"store", "/var/lib/fetchd/jobs.db"}})}};
   });
   auto r = run({"stats"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -498,7 +499,8 @@ TEST_F(FetchctlCli, StatsPrintsOneBlock) {
             "downloaded   3.0 MiB\n"
             "files/s      1.2\n"
             "MiB/s        0.50\n"
-            "uptime       1h02m\n");
+            "uptime       1h02m\n"
+            "store        /var/lib/fetchd/jobs.db\n");
 }
 
 TEST_F(FetchctlCli, ReloadFailurePrintsEachConfigErrorOnItsOwnLine) {

@@ -4,6 +4,7 @@
 // start-up errors with their exit codes (78 config, 1 store/socket).
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 
@@ -378,6 +379,35 @@ TEST_F(Lifecycle, StartupFailsWithExit1WhenAnotherDaemonHoldsTheSocket) {
   EXPECT_EQ(r["result"]["pid"], first->pid());
   LineClient fresh(config_.socket);
   EXPECT_EQ(fresh.request(json{{"op", "ping"}})["result"]["pid"], first->pid());
+}
+
+// A new user's first run: the socket's folder does not exist yet. It is created (0755 or tighter, like the
+// state folder), and the log says where the store is.
+TEST_F(Lifecycle, TheSocketsFolderIsCreatedWhenMissing) {
+  config_.socket = dir_.path() / "run" / "fetchd" / "ctl.sock";
+  ASSERT_TRUE(start());
+  struct stat st {};
+  ASSERT_EQ(::stat(config_.socket.parent_path().c_str(), &st), 0) << std::strerror(errno);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777 & ~0755U, 0u) << std::oct << (st.st_mode & 07777);
+  expect_ok(connect().request(json{{"op", "ping"}}));
+  EXPECT_TRUE(daemon_->wait_log("store=" + db_path().string(), deadline_in(kFailsafe)))
+      << "the ready line names the store:\n"
+      << daemon_->log();
+  ASSERT_EQ(terminate(), 0);
+}
+
+// When the folder cannot be made, the error says which setting to change.
+TEST_F(Lifecycle, ASocketFolderThatCannotBeMadeNamesControlSocket) {
+  write_file(dir_.path() / "not-a-folder", "x");
+  config_.socket = dir_.path() / "not-a-folder" / "ctl.sock";
+  auto code = run_to_exit();
+  ASSERT_TRUE(code) << "still running";
+  EXPECT_EQ(*code, 1);
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find((dir_.path() / "not-a-folder").string()), std::string::npos) << log;
+  EXPECT_NE(log.find("control.socket"), std::string::npos) << "says what to set:\n" << log;
+  EXPECT_FALSE(notify_.find("READY=1"));
 }
 
 TEST_F(Lifecycle, TimeFromSpawnToReady) {

@@ -385,6 +385,7 @@ TEST_F(ServeOps, StatsCountsJobsByState) {
   EXPECT_GE(s["bytes"].get<std::uint64_t>(), 5000u);
   for (const char* f : {"files_per_s", "mib_per_s", "uptime_s"}) EXPECT_TRUE(s[f].is_number()) << f;
   EXPECT_GT(s["uptime_s"].get<double>(), 0.0);
+  EXPECT_EQ(s.value("store", std::string()), db_path().string()) << "where the job store is (state.dir/jobs.db)";
   json failed = c.request(json{{"op", "status"}, {"id", ids.back()}})["result"]["job"];
   EXPECT_EQ(failed["state"], "failed");
   EXPECT_NE(failed["error"].get<std::string>().find("404"), std::string::npos) << failed.dump();

@@ -67,6 +67,27 @@ std::unordered_map<std::string, const config::Job*> config_jobs_by_key(const con
   return out;
 }
 
+// Creates the missing folders of `dir`, each mode 0755 less the umask: a first run with a socket or state folder
+// that does not exist yet just works. Throws std::runtime_error naming the folder, the error and `setting`
+// (the config key to change), e.g. for /run/fetchd when not run as root.
+void create_folders(const fs::path& dir, std::string_view what, std::string_view setting) {
+  fs::path path;
+  for (const auto& part : dir) {
+    path /= part;
+    if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) continue;
+    const int err = errno;
+    throw std::runtime_error(fmt::format("cannot create the {} folder {}: {} (set {} in the config to a path in a "
+                                         "folder you may write; config/local.yaml is a setup for one user)",
+                                         what, path.string(), std::strerror(err), setting));
+  }
+  struct stat st {};
+  const bool found = ::stat(dir.c_str(), &st) == 0;
+  if (!found || !S_ISDIR(st.st_mode)) {
+    throw std::runtime_error(fmt::format("cannot use the {} folder {}: {} (set {} in the config)", what, dir.string(),
+                                         found ? "not a folder" : std::strerror(errno), setting));
+  }
+}
+
 std::optional<gid_t> group_id(const std::string& name) {
   if (name.empty()) return std::nullopt;
   std::vector<char> buf(16384);
@@ -82,6 +103,7 @@ class Daemon {
  public:
   Daemon(fs::path config_path, config::Config config, std::unique_ptr<store::JobStore> store)
       : config_path_(std::move(config_path)),
+        store_path_(config.state.dir / "jobs.db"),
         config_(std::make_unique<config::Config>(std::move(config))),
         store_(std::move(store)),
         check_(loop_.get()),
@@ -149,6 +171,7 @@ class Daemon {
   std::uint64_t queued_in_store(std::uint64_t fallback);
 
   fs::path config_path_;
+  fs::path store_path_;  // the job store of this run (a reload's state.dir applies at the next start)
   std::unique_ptr<config::Config> config_;
   std::unordered_map<std::string, const config::Job*> config_jobs_;  // config_key -> job of config_
   std::unique_ptr<store::JobStore> store_;
@@ -261,7 +284,7 @@ int Daemon::run() {
                "(from the job list: {} new)",
                std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
                config::to_string(config_->strategy.kind), config_->strategy.concurrency,
-               config_->output.dir.string(), (config_->state.dir / "jobs.db").string(), counts.queued, added);
+               config_->output.dir.string(), store_path_.string(), counts.queued, added);
   notifier_.ready();
 
   loop_.run();
@@ -282,6 +305,11 @@ void Daemon::start_listening() {
     spdlog::info("control: {} socket(s) from systemd (socket activation)", fds.size());
   } else {
     const auto& c = config_->control;
+    try {
+      create_folders(c.socket.parent_path(), "control socket's", "control.socket");
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("control socket {}: {}", c.socket.string(), e.what()));
+    }
     control_->listen_unix(c.socket, c.mode, group_id(c.group));
   }
   if (const auto& tcp = config_->control.tcp; !tcp.empty()) {
@@ -750,7 +778,8 @@ json Daemon::stats_json() {
               {"bytes", c.bytes},
               {"files_per_s", files_per_s_},
               {"mib_per_s", mib_per_s_},
-              {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()}};
+              {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
+              {"store", store_path_.string()}};
 }
 
 // ------------------------------------------------------------------------------------------------ watch
@@ -924,8 +953,8 @@ int run_daemon(const fs::path& config_path) {
   std::unique_ptr<store::JobStore> store;
   core::UniqueFd lock;
   try {
-    fs::create_directories(config.state.dir);
-    fs::create_directories(config.output.dir);
+    create_folders(config.state.dir, "state", "state.dir");
+    create_folders(config.output.dir, "output", "output.dir");
     // One daemon per state folder: two would run every job twice. The lock goes with the process (kill -9
     // included), so a stale one never blocks a restart.
     lock.reset(::open((config.state.dir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
