@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -30,29 +29,6 @@ constexpr std::size_t kMaxResumeRecord = 4096;
 // so the record costs no extra block.
 constexpr const char* kPublishXattr = "user.fetchd.job";
 constexpr std::size_t kPublishRecordSize = 1 + 8 + 32;
-
-// The digest of what `md` hashed so far (the context goes on), as raw bytes; "" on failure.
-std::string raw_digest(const EVP_MD_CTX* md) {
-  if (md == nullptr) return {};
-  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> copy(EVP_MD_CTX_new());
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (!copy || EVP_MD_CTX_copy_ex(copy.get(), md) != 1 || EVP_DigestFinal_ex(copy.get(), digest, &len) != 1) {
-    return {};
-  }
-  return std::string(reinterpret_cast<const char*>(digest), len);
-}
-
-std::string to_hex(std::string_view raw) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * raw.size());
-  for (unsigned char c : raw) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 0xf]);
-  }
-  return out;
-}
 
 std::string errno_text(int err) {
   return std::generic_category().message(err);
@@ -92,10 +68,6 @@ std::string part_path_for(const std::string& dest) {
   return fmt::format("{}{}-{:016x}{}", dest.substr(0, base_start), base.substr(0, keep), hash, kSuffix);
 }
 
-void EvpMdCtxDeleter::operator()(EVP_MD_CTX* ctx) const {
-  EVP_MD_CTX_free(ctx);
-}
-
 Sink::Sink(std::string dest, FileSystem& fs, bool sha512)
     : fs_(fs),
       dest_(std::move(dest)),
@@ -103,19 +75,21 @@ Sink::Sink(std::string dest, FileSystem& fs, bool sha512)
       dir_(parent_of(dest_)),
       dest_name_(last_component(dest_)),
       part_name_(last_component(part_)),
-      md_(EVP_MD_CTX_new()),
-      md512_(sha512 ? EVP_MD_CTX_new() : nullptr) {
-  if (!md_ || (sha512 && !md512_) || !reset_digests()) throw std::bad_alloc();
+      md_(core::DigestKind::kSha256) {
+  if (sha512) md512_.emplace(core::DigestKind::kSha512);
 }
 
 bool Sink::reset_digests() {
-  if (EVP_DigestInit_ex(md_.get(), EVP_sha256(), nullptr) != 1) return false;
-  return !md512_ || EVP_DigestInit_ex(md512_.get(), EVP_sha512(), nullptr) == 1;
+  return md_.reset() && (!md512_ || md512_->reset());
 }
 
 bool Sink::hash(const void* data, std::size_t size) {
-  if (EVP_DigestUpdate(md_.get(), data, size) != 1) return false;
-  return !md512_ || EVP_DigestUpdate(md512_.get(), data, size) == 1;
+  return md_.update(data, size) && (!md512_ || md512_->update(data, size));
+}
+
+const std::string& Sink::identity() {
+  if (identity_.empty() && !source_.empty()) identity_ = core::sha256_hex(source_);
+  return identity_;
 }
 
 Sink::~Sink() = default;
@@ -164,7 +138,7 @@ int Sink::open_directory() {
   return fd;
 }
 
-bool Sink::open(std::string_view identity) {
+bool Sink::open(std::string_view source) {
   if (state_ != State::kIdle) return fail(EBADF, fmt::format("open {}: sink already used", part_));
   int dir_fd = open_directory();
   if (dir_fd == -ENOENT) {
@@ -210,22 +184,21 @@ bool Sink::open(std::string_view identity) {
   part_dev_ = st.st_dev;
   part_ino_ = st.st_ino;
   part_created_ = true;
-  if (!reset_digests()) return fail(0, "sha256: EVP_DigestInit_ex failed");
   bytes_ = 0;
-  identity_ = std::string(identity);
+  source_ = std::string(source);
   if (created) {
     // Empty and certainly without a record: nothing to load, nothing to truncate.
-  } else if (identity_.empty()) {
-    // Nothing is resumed without an identity.
+  } else if (source_.empty()) {
+    // Nothing is resumed without a source.
     if (int rc = fs_.truncate(fd_.get()); rc < 0) return fail(-rc, fmt::format("truncate {}", part_));
-  } else if (!load_resume(identity_)) {
+  } else if (!load_resume()) {
     return false;
   }
   state_ = State::kOpen;
   return true;
 }
 
-bool Sink::load_resume(std::string_view identity) {
+bool Sink::load_resume() {
   std::string record(kMaxResumeRecord, '\0');
   ssize_t n = fs_.get_xattr(fd_.get(), kResumeXattr, record.data(), record.size());
   bool keep = false;
@@ -241,7 +214,7 @@ bool Sink::load_resume(std::string_view identity) {
       rest.remove_prefix(nl + 1);
     }
     struct stat st {};
-    if (fields.size() == 4 && rest.empty() && fields[0] == kResumeMagic && fields[1] == identity &&
+    if (fields.size() == 4 && rest.empty() && fields[0] == kResumeMagic && fields[1] == identity() &&
         !fields[2].empty() && fs_.fstat(fd_.get(), &st) == 0 && st.st_size > 0) {
       std::optional<std::uint64_t> total;
       if (fields[3] != "-") {
@@ -282,7 +255,7 @@ bool Sink::load_resume(std::string_view identity) {
 
 bool Sink::write_record() {
   if (record_on_disk_ || validator_.empty()) return record_on_disk_;
-  const std::string record = fmt::format("{}\n{}\n{}\n{}\n", kResumeMagic, identity_, validator_,
+  const std::string record = fmt::format("{}\n{}\n{}\n{}\n", kResumeMagic, identity(), validator_,
                                          total_ ? std::to_string(*total_) : std::string("-"));
   record_on_disk_ = fs_.set_xattr(fd_.get(), kResumeXattr, record.data(), record.size()) == 0;
   if (!record_on_disk_) validator_.clear();  // no extended attributes here: never resumable
@@ -297,9 +270,9 @@ void Sink::drop_record() {
 }
 
 bool Sink::record_resume(const std::string& validator, std::optional<std::uint64_t> total) {
-  if (state_ != State::kOpen || identity_.empty()) return false;
+  if (state_ != State::kOpen || source_.empty()) return false;
   if (validator.empty() || validator.find('\n') != std::string::npos ||
-      kResumeMagic.size() + identity_.size() + validator.size() + 24 > kMaxResumeRecord) {
+      kResumeMagic.size() + 64 + validator.size() + 24 > kMaxResumeRecord) {
     drop_record();
     return false;
   }
@@ -405,7 +378,7 @@ bool Sink::commit(CommitOptions options) {
   if (record_on_disk_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
   record_on_disk_ = false;
   if (options.publish_job != 0) {
-    const std::string digest = raw_digest(md_.get());
+    const std::string digest = md_.raw();
     if (digest.size() != 32) return fail(0, "sha256: EVP_DigestFinal_ex failed");
     std::string record(kPublishRecordSize, '\0');
     record[0] = 1;
@@ -477,11 +450,11 @@ bool Sink::discard() {
 }
 
 std::string Sink::sha256_hex() const {
-  return to_hex(raw_digest(md_.get()));
+  return md_.hex();
 }
 
 std::string Sink::sha512_hex() const {
-  return to_hex(raw_digest(md512_.get()));
+  return md512_ ? md512_->hex() : std::string();
 }
 
 namespace {
@@ -507,7 +480,7 @@ std::optional<PublishRecord> read_publish_record(FileSystem& fs, const std::stri
   if (n != static_cast<ssize_t>(kPublishRecordSize) || record[0] != 1) return std::nullopt;
   PublishRecord out;
   for (int i = 0; i < 8; ++i) out.job |= std::uint64_t{static_cast<unsigned char>(record[1 + i])} << (8 * i);
-  out.sha256 = to_hex(std::string_view(record + 9, 32));
+  out.sha256 = core::to_hex(std::string_view(record + 9, 32));
   return out;
 }
 
@@ -517,17 +490,16 @@ std::optional<std::string> file_sha256_hex(FileSystem& fs, const std::string& pa
   const int fd = guard->get();
   struct stat st {};
   if (fs.fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
-  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md(EVP_MD_CTX_new());
-  if (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1) return std::nullopt;
+  core::Digest md;
   std::vector<char> buffer(256 * 1024);
   while (true) {
     const ssize_t got = fs.read(fd, buffer.data(), buffer.size());
     if (got == -EINTR) continue;
     if (got < 0) return std::nullopt;
     if (got == 0) break;
-    if (EVP_DigestUpdate(md.get(), buffer.data(), static_cast<std::size_t>(got)) != 1) return std::nullopt;
+    if (!md.update(buffer.data(), static_cast<std::size_t>(got))) return std::nullopt;
   }
-  return to_hex(raw_digest(md.get()));
+  return md.hex();
 }
 
 }  // namespace fetchd::transfer

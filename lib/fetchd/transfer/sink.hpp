@@ -8,8 +8,6 @@
 // and the validator the server sent), so that a later attempt, even after a crash, continues it with
 // Range/If-Range instead of starting over. Thread: one thread at a time (the one driving the transfer).
 
-#include <openssl/types.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -18,13 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "fetchd/core/digest.hpp"
 #include "fetchd/transfer/file_system.hpp"
 
 namespace fetchd::transfer {
-
-struct EvpMdCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const;
-};
 
 struct CommitOptions {
   bool fsync = true;  // fsync the .part before the rename and the directory after it
@@ -57,7 +52,7 @@ std::string part_path_for(const std::string& dest);
 
 class Sink {
  public:
-  // dest: the final path. Throws std::bad_alloc when OpenSSL cannot allocate the digest contexts.
+  // dest: the final path. Throws (core::Digest) when OpenSSL cannot allocate the digest contexts.
   explicit Sink(std::string dest, FileSystem& fs = posix_file_system(), bool sha512 = false);
   // Closes the .part but leaves it on disk: an interrupted transfer keeps it (a later attempt may resume it).
   ~Sink();
@@ -68,10 +63,11 @@ class Sink {
   const std::string& part_path() const { return part_; }
 
   // Creates the missing parent directories (0755) and opens <dest>.part, mode 0644, O_CLOEXEC and O_NOFOLLOW
-  // (a planted symlink is never written through). With a non-empty `identity` (what is downloaded: a hash of
-  // the URL) an existing .part whose resume record names the same identity keeps its bytes, which are read
-  // back into the hash: resumed_from() tells how many. Any other .part is truncated.
-  [[nodiscard]] bool open(std::string_view identity = {});
+  // (a planted symlink is never written through). With a non-empty `source` (what is downloaded: the URL) an
+  // existing .part whose resume record names the same source keeps its bytes, which are read back into the
+  // hash: resumed_from() tells how many. Any other .part is truncated. The record holds a hash of the source,
+  // never the URL itself (it may carry a token), computed only when a record is read or written.
+  [[nodiscard]] bool open(std::string_view source = {});
 
   // Bytes kept from an earlier attempt by open(), and what the record said about them.
   std::uint64_t resumed_from() const { return resumed_from_; }
@@ -128,7 +124,8 @@ class Sink {
 
   bool reset_digests();
   bool hash(const void* data, std::size_t size);
-  bool load_resume(std::string_view identity);
+  bool load_resume();
+  const std::string& identity();
   bool write_record();
   void drop_record();
   bool part_is_ours();
@@ -150,10 +147,11 @@ class Sink {
   FileDescriptor fd_;
   dev_t part_dev_ = 0;  // the inode written: only this one is ever published or removed
   ino_t part_ino_ = 0;
-  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md_;
-  std::unique_ptr<EVP_MD_CTX, EvpMdCtxDeleter> md512_;  // only when asked for
+  core::Digest md_;
+  std::optional<core::Digest> md512_;  // only when asked for
   std::uint64_t bytes_ = 0;
-  std::string identity_;
+  std::string source_;
+  std::string identity_;  // SHA-256 of source_, hex; "" until needed
   std::uint64_t resumed_from_ = 0;
   std::string validator_;  // the resume record's, "" when none
   std::optional<std::uint64_t> total_;

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -73,17 +72,6 @@ std::string header_line(const std::string& name, const std::string& value) {
   }
   // "Name:" would make curl remove the header; "Name;" is curl's way to send it with an empty value.
   return value.empty() ? name + ";" : fmt::format("{}: {}", name, value);
-}
-
-// What a .part's resume record says it holds: the SHA-256 of the URL (never the URL itself: it may carry a
-// token, and the record sits on the file).
-std::string resume_identity(const std::string& url) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(url.data(), url.size(), digest, &len, EVP_sha256(), nullptr) != 1) return {};
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) out += fmt::format("{:02x}", digest[i]);
-  return out;
 }
 
 bool in_v4(std::uint32_t a, std::uint32_t net, int bits) {
@@ -231,7 +219,7 @@ std::optional<TransferResult> Transfer::prepare() {
     }
 
     auto sink = std::make_unique<Sink>(request_.dest, *fs_, request_.sha512.has_value());
-    if (!sink->open(resume_identity(request_.url))) {
+    if (!sink->open(request_.url)) {
       return fail(sink->error_code() != 0 ? ErrorCategory::kFilesystem : ErrorCategory::kInternal,
                   sink->error());
     }
@@ -379,13 +367,7 @@ bool Transfer::begin_body() {
   if (validator.starts_with("W/")) validator.clear();
   if (validator.empty()) validator = h.last_modified;
   sink_->record_resume(validator, total);
-  if (h.status == 206 && !h.content_digest_sha256.empty()) {
-    range_md_ = {EVP_MD_CTX_new(), &EVP_MD_CTX_free};
-    if (!range_md_ || EVP_DigestInit_ex(range_md_.get(), EVP_sha256(), nullptr) != 1) {
-      abort_with(ErrorCategory::kInternal, "sha256: EVP_DigestInit_ex failed");
-      return false;
-    }
-  }
+  if (h.status == 206 && !h.content_digest_sha256.empty()) range_md_.emplace(core::DigestKind::kSha256);
   return true;
 }
 
@@ -425,7 +407,7 @@ std::size_t Transfer::body(const char* data, std::size_t size) {
                sink_->error());
     return CURL_WRITEFUNC_ERROR;
   }
-  if (range_md_ && EVP_DigestUpdate(range_md_.get(), data, size) != 1) {
+  if (range_md_ && !range_md_->update(data, size)) {
     abort_with(ErrorCategory::kInternal, "sha256: EVP_DigestUpdate failed");
     return CURL_WRITEFUNC_ERROR;
   }
@@ -736,14 +718,7 @@ void Transfer::verify_body(TransferResult& r) {
   }
   if (!h.content_digest_sha256.empty()) {
     std::string content = sha256_;
-    if (h.status == 206) {
-      unsigned char digest[EVP_MAX_MD_SIZE];
-      unsigned int len = 0;
-      content.clear();
-      if (range_md_ && EVP_DigestFinal_ex(range_md_.get(), digest, &len) == 1) {
-        for (unsigned int i = 0; i < len; ++i) content += fmt::format("{:02x}", digest[i]);
-      }
-    }
+    if (h.status == 206) content = range_md_ ? range_md_->hex() : std::string();
     if (h.status != 416 && h.content_digest_sha256 != content) {
       restart_part_ = true;
       return fail(r, ErrorCategory::kChecksum, true,

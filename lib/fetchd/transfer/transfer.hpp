@@ -8,7 +8,6 @@
 // from any thread.
 
 #include <curl/curl.h>
-#include <openssl/types.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -19,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "fetchd/core/digest.hpp"
 #include "fetchd/core/transfer_types.hpp"
 #include "fetchd/curl/curl.hpp"
 #include "fetchd/transfer/rate_limiter.hpp"
@@ -135,7 +135,7 @@ class Transfer {
   std::uint64_t resume_offset_ = 0;  // bytes of the .part this attempt asked the rest of (Range: bytes=N-)
   bool restart_part_ = false;        // the .part does not fit what the server has: never keep it
   // Content-Digest of a 206 covers only that response's bytes: hashed separately, only when sent.
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> range_md_{nullptr, nullptr};
+  std::optional<core::Digest> range_md_;
   std::unique_ptr<Sink> sink_;
   curl::Slist headers_;
   std::array<char, CURL_ERROR_SIZE> error_buffer_{};
