@@ -223,6 +223,26 @@ TEST_F(Confine, SymlinkToOutsideIsAnEscape) {
   EXPECT_FALSE(confine(out_, "link/deeper/x.bin", &error));
 }
 
+// One Confiner for many destinations: a folder found inside is not resolved again, but the file itself is
+// still looked at (a symlink there is resolved in full), and a folder seen for the first time is resolved.
+TEST_F(Confine, ConfinerResolvesEachFolderOnceAndStillCatchesEscapes) {
+  fs::create_directories(out_ / "sub");
+  Confiner confiner(out_);
+  std::string error;
+  EXPECT_EQ(confiner.confine("a.bin", &error), out_ / "a.bin") << error;
+  EXPECT_EQ(confiner.confine("sub/b.bin", &error), out_ / "sub/b.bin") << error;
+  fs::create_symlink(tmp_ / "canary" / "x", out_ / "file-link");
+  EXPECT_FALSE(confiner.confine("file-link", &error)) << "a symlinked file in a known folder";
+  fs::create_symlink(tmp_ / "canary" / "y", out_ / "sub" / "deep-link");
+  EXPECT_FALSE(confiner.confine("sub/deep-link", &error));
+  fs::create_directory_symlink(tmp_ / "canary", out_ / "escape");
+  EXPECT_FALSE(confiner.confine("escape/c.bin", &error)) << "a new folder is resolved";
+  EXPECT_NE(error.find("symbolic link"), std::string::npos) << error;
+  fs::create_directory_symlink("sub", out_ / "alias");
+  EXPECT_EQ(confiner.confine("alias/d.bin", &error), out_ / "alias/d.bin") << "a symlink that stays inside";
+  EXPECT_FALSE(confiner.confine("../x", &error));
+}
+
 TEST_F(Confine, RelativeSymlinkUpwardsIsAnEscape) {
   fs::create_directory_symlink("..", out_ / "up");
   std::string error;

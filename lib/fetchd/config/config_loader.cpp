@@ -795,9 +795,10 @@ class Loader final : public ValueReader {
       }
     }
     if (!output_dir_ok_) return;
+    core::Confiner confiner(config_.output.dir);  // the output folder resolved once, not once per job
     for (std::size_t i = 0; i < config_.jobs.size(); ++i) {
       std::string why;
-      if (!core::confine(config_.output.dir, config_.jobs[i].dest, &why)) error(job_sites_[i], why);
+      if (!confiner.confine(config_.jobs[i].dest, &why)) error(job_sites_[i], why);
     }
   }
 

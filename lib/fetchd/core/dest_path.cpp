@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "fetchd/core/dest_path.hpp"
-#include "fetchd/core/text.hpp"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
+
+#include "fetchd/core/text.hpp"
 
 #include <deque>
 #include <system_error>
@@ -243,32 +245,52 @@ std::optional<std::string> normalize_relative_dest(std::string_view dest, std::s
   return out;
 }
 
-std::optional<fs::path> confine(const fs::path& out_dir, std::string_view rel, std::string* error) {
+Confiner::Confiner(fs::path out_dir) : base_(std::move(out_dir)) {}
+
+std::optional<fs::path> Confiner::confine(std::string_view rel, std::string* error) {
   std::string local_error;
   std::string* err = error ? error : &local_error;
   auto normalized = normalize_relative_dest(rel, err);
   if (!normalized) return std::nullopt;
 
-  std::error_code ec;
-  fs::path base = fs::absolute(out_dir, ec);
-  if (ec) {
-    *err = fmt::format("cannot make '{}' absolute: {}", out_dir.string(), ec.message());
-    return std::nullopt;
+  if (!real_base_) {
+    std::error_code ec;
+    fs::path base = fs::absolute(base_, ec);
+    if (ec) {
+      *err = fmt::format("cannot make '{}' absolute: {}", base_.string(), ec.message());
+      return std::nullopt;
+    }
+    base_ = base.lexically_normal();
+    real_base_ = resolve_existing_prefix(base_, err);
+    if (!real_base_) return std::nullopt;
+    safe_folders_.insert("");
   }
-  base = base.lexically_normal();
-  fs::path dest = base / *normalized;
+  fs::path dest = base_ / *normalized;
+  const auto slash = normalized->rfind('/');
+  std::string folder = slash == std::string::npos ? std::string() : normalized->substr(0, slash);
 
-  auto real_base = resolve_existing_prefix(base, err);
-  if (!real_base) return std::nullopt;
+  if (safe_folders_.count(folder) != 0) {
+    // The folder resolved inside before: only the file itself may still lead elsewhere.
+    struct stat st {};
+    if (::lstat(dest.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) return dest;
+  }
   auto real_dest = resolve_existing_prefix(dest, err);
   if (!real_dest) return std::nullopt;
-  if (!is_within(*real_base, *real_dest) || *real_dest == *real_base) {
+  if (!is_within(*real_base_, *real_dest) || *real_dest == *real_base_) {
     *err = fmt::format(
         "destination '{}' leaves the output directory through a symbolic link (it resolves to '{}')",
         *normalized, real_dest->string());
     return std::nullopt;
   }
+  if (safe_folders_.count(folder) == 0) {
+    auto real_folder = resolve_existing_prefix(base_ / folder, err);
+    if (real_folder && is_within(*real_base_, *real_folder)) safe_folders_.insert(std::move(folder));
+  }
   return dest;
+}
+
+std::optional<fs::path> confine(const fs::path& out_dir, std::string_view rel, std::string* error) {
+  return Confiner(out_dir).confine(rel, error);
 }
 
 }  // namespace fetchd::core

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 
 namespace fetchd::core {
 
@@ -41,5 +42,20 @@ std::optional<std::string> normalize_relative_dest(std::string_view dest, std::s
 // O_NOFOLLOW.
 std::optional<std::filesystem::path> confine(const std::filesystem::path& out_dir, std::string_view rel,
                                              std::string* error);
+
+// confine() for many destinations in one output directory: the directory is resolved once, and each folder
+// below it once, the first time a destination names it; after that a destination costs one lstat of the file
+// itself (a symlink there is resolved in full). For one config load or one submit request: what it found safe
+// is a check at that moment, like confine()'s. Thread: one thread at a time.
+class Confiner {
+ public:
+  explicit Confiner(std::filesystem::path out_dir);
+  std::optional<std::filesystem::path> confine(std::string_view rel, std::string* error);
+
+ private:
+  std::filesystem::path base_;  // absolute and lexically normal
+  std::optional<std::filesystem::path> real_base_;  // resolved on first use
+  std::unordered_set<std::string> safe_folders_;  // normalized relative folders found inside ("" = base_)
+};
 
 }  // namespace fetchd::core
