@@ -7,20 +7,40 @@
 
 namespace fetchd::strategy {
 
-FileWorkers::FileWorkers(uv_loop_t* loop, int threads) : async_(loop, [this] { deliver(); }) {
-  threads_.reserve(static_cast<std::size_t>(std::max(1, threads)));
-  for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { run_worker(); });
+FileWorkers::FileWorkers(uv_loop_t* loop, int threads)
+    : async_(loop, [this] { deliver(); }), inline_(threads <= 0) {
+  threads_.reserve(static_cast<std::size_t>(std::max(0, threads)));
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run_worker(); });
 }
 
 FileWorkers::~FileWorkers() { stop(); }
 
 void FileWorkers::post(std::function<void()> work, std::function<void()> done) {
+  if (inline_) {
+    if (stopped_) throw std::logic_error("FileWorkers::post after stop");
+    run(work);
+    {
+      std::lock_guard lock(mutex_);  // uncontended: deliver() is on this thread too
+      finished_.push_back(Item{{}, std::move(done)});
+    }
+    async_.send();
+    return;
+  }
   {
     std::lock_guard lock(mutex_);
     if (stopping_) throw std::logic_error("FileWorkers::post after stop");
     todo_.push_back(Item{std::move(work), std::move(done)});
   }
   wake_.notify_one();
+}
+
+void FileWorkers::run(const std::function<void()>& work) {
+  try {
+    work();
+  } catch (const std::exception& e) {
+    // Transfer::prepare/publish report failures as values; anything thrown here is a bug, not a file error.
+    spdlog::critical("file worker: unexpected exception: {}", e.what());
+  }
 }
 
 void FileWorkers::run_worker() {
@@ -33,12 +53,7 @@ void FileWorkers::run_worker() {
       item = std::move(todo_.front());
       todo_.pop_front();
     }
-    try {
-      item.work();
-    } catch (const std::exception& e) {
-      // Transfer::prepare/publish report failures as values; anything thrown here is a bug, not a file error.
-      spdlog::critical("file worker: unexpected exception: {}", e.what());
-    }
+    run(item.work);
     {
       std::lock_guard lock(mutex_);
       finished_.push_back(std::move(item));
@@ -57,7 +72,8 @@ void FileWorkers::deliver() {
 }
 
 void FileWorkers::stop() {
-  if (threads_.empty()) return;
+  if (stopped_) return;
+  stopped_ = true;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;

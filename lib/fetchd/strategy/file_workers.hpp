@@ -7,7 +7,9 @@
 // Why not libuv's thread pool: it is process-wide (4 threads, shared with uv fs/DNS), and 4 threads creating
 // files in one directory spin on that directory's inode lock. Measured on ext4 (docs/benchmarks.md), 1 thread
 // creates files fastest when nothing is fsync'ed, while fsyncs overlap their waits and want several threads;
-// the strategy picks the count from output.fsync.
+// the strategy picks the count from output.fsync. With 0 threads the work runs inline on the loop thread (an
+// open and a rename without fsync cost a few microseconds, less than the hand-off to a thread and back) and
+// done() still comes later, from the async callback: one wake-up per loop iteration, however many files.
 // Thread: construct, post() and stop() on the control loop thread; work runs on the pool's threads.
 
 #include <uv.h>
@@ -30,7 +32,8 @@ class FileWorkers {
   FileWorkers(const FileWorkers&) = delete;
   FileWorkers& operator=(const FileWorkers&) = delete;
 
-  // Runs work() on a pool thread, then done() on the loop thread. Never calls done() from inside post().
+  // Runs work() on a pool thread (inline with 0 threads), then done() on the loop thread. Never calls done()
+  // from inside post().
   void post(std::function<void()> work, std::function<void()> done);
   // Finishes queued work, joins the threads, runs the remaining done() callbacks and closes the async handle.
   // Idempotent; post() after stop() is a logic error.
@@ -41,6 +44,7 @@ class FileWorkers {
     std::function<void()> work;
     std::function<void()> done;
   };
+  static void run(const std::function<void()>& work);
   void run_worker();
   void deliver();
 
@@ -50,6 +54,8 @@ class FileWorkers {
   std::deque<Item> todo_;      // guarded by mutex_
   std::vector<Item> finished_;  // guarded by mutex_
   bool stopping_ = false;      // guarded by mutex_
+  bool inline_ = false;        // no threads: work() runs in post()
+  bool stopped_ = false;
   std::vector<std::thread> threads_;
 };
 

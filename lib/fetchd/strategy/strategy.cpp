@@ -17,9 +17,9 @@
 namespace fetchd::strategy {
 
 namespace {
-// Without fsync the file steps are creates and renames in shared directories, which serialise on the directory
-// lock: one thread does them fastest. fsyncs overlap their waits: a few threads win (docs/benchmarks.md).
-int file_threads_for(const config::OutputConfig& output) { return output.fsync ? 4 : 1; }
+// Without fsync the file steps are an open and a rename: cheaper inline on the loop than a round trip to a
+// thread (docs/benchmarks.md). fsyncs wait on the disk and overlap their waits: a few threads win.
+int file_threads_for(const config::OutputConfig& output) { return output.fsync ? 4 : 0; }
 
 // limits.rate for the strategies of this process; nullptr when there is none.
 std::shared_ptr<transfer::RateLimiter> limiter_for(const config::Config& config) {
