@@ -196,7 +196,8 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
   std::deque<Batch> in_flight;
   SubmitBatch batch;
   Batch current;
-  std::size_t seen = 0, created = 0, existing = 0, rejected = 0;
+  std::size_t seen = 0, created = 0, existing = 0, conflicts = 0, rejected = 0;
+  const bool per_job = !options.quiet;  // a line (or JSON object) per job
   bool exhausted = false;
   bool first_json = true;
   int rc = kExitOk;
@@ -233,38 +234,54 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
       }
       current.index.push_back(index);
       current.line.push_back(line);
-      if (!g.json) current.url.push_back(sanitize(redact_url(url)));
+      if (per_job && !g.json) current.url.push_back(sanitize(redact_url(url)));
     }
     if (in_flight.empty()) break;
 
     json reply = read_reply(connection, timeout);
     Batch done = std::move(in_flight.front());
     in_flight.pop_front();
+    const json* jobs = nullptr;
     if (!reply["ok"].get<bool>()) {
       std::string context;
-      if (auto it = reply.find("error"); it != reply.end() && it->is_object()) {
-        auto i = first_job_index(json_string(*it, "message").value_or(""));
+      auto error = reply.find("error");
+      if (error != reply.end() && error->is_object()) {
+        auto i = first_job_index(json_string(*error, "message").value_or(""));
         if (i && *i < done.line.size() && done.line[*i] > 0)
           context = fmt::format("stdin line {}", done.line[*i]);
       }
       print_daemon_error(reply, &done.index, context);
-      rejected += done.index.size();
       rc = kExitRejected;
-      continue;
+      // A conflict is not all or nothing: the daemon stored the other jobs and lists each one's outcome.
+      if (error != reply.end() && error->is_object() && json_string(*error, "code") == "conflict") {
+        if (auto it = error->find("jobs"); it != error->end() && it->is_array() && it->size() == done.index.size())
+          jobs = &*it;
+      }
+      if (jobs == nullptr) {
+        rejected += done.index.size();
+        continue;
+      }
+    } else {
+      const json& result = result_of(reply, g.endpoint);
+      auto it = result.find("jobs");
+      if (it == result.end() || !it->is_array() || it->size() != done.index.size())
+        protocol_error(g.endpoint, "a submit result whose jobs do not match the request");
+      jobs = &*it;
     }
-    const json& result = result_of(reply, g.endpoint);
-    auto jobs = result.find("jobs");
-    if (jobs == result.end() || !jobs->is_array() || jobs->size() != done.index.size())
-      protocol_error(g.endpoint, "a submit result whose jobs do not match the request");
     for (std::size_t i = 0; i < jobs->size(); ++i) {
       const json& j = (*jobs)[i];
+      const bool is_conflict = json_string(j, "error") == "conflict";
       auto e = j.is_object() ? j.find("existing") : j.end();
       bool is_existing = e != j.end() && e->is_boolean() && e->get<bool>();
-      (is_existing ? existing : created)++;
+      (is_conflict ? conflicts : is_existing ? existing : created)++;
+      if (!per_job) continue;
       if (g.json) {
         print(first_json ? "{\"jobs\":[\n" : ",\n");
         print(dump(j));
         first_json = false;
+      } else if (is_conflict) {
+        auto with = json_int(j, "conflicts_with");
+        print(fmt::format("-  conflict with job {}  {}\n", with ? std::to_string(*with) : "-", done.url[i]));
       } else {
         auto id = json_int(j, "id");
         print(fmt::format("{}  {}{}  {}\n", id ? std::to_string(*id) : "-",
@@ -273,14 +290,26 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
       }
     }
   }
-  if (g.json && seen > 0) print(first_json ? "{\"jobs\":[]}\n" : "\n]}\n");
   if (seen == 0) {
     fmt::print(stderr, "fetchctl: no URLs given (as arguments or on stdin)\n");
     return kExitUsage;
   }
+  if (!per_job) {
+    if (g.json) {
+      print(dump(json{{"submitted", created}, {"existing", existing}, {"conflicts", conflicts},
+                      {"rejected", rejected}}) +
+            "\n");
+    } else {
+      print(fmt::format("{} submitted, {} existing, {} conflicts{}\n", created, existing, conflicts,
+                        rejected > 0 ? fmt::format(", {} rejected", rejected) : ""));
+    }
+    return rc;
+  }
+  if (g.json) print(first_json ? "{\"jobs\":[]}\n" : "\n]}\n");
   if (!g.json && seen > 1) {
-    fmt::print(stderr, "fetchctl: submitted {} of {} jobs ({} new, {} existing){}\n", created + existing,
-               seen, created, existing, rejected > 0 ? fmt::format(", {} rejected", rejected) : "");
+    fmt::print(stderr, "fetchctl: submitted {} of {} jobs ({} new, {} existing){}{}\n", created + existing, seen,
+               created, existing, conflicts > 0 ? fmt::format(", {} conflicts", conflicts) : "",
+               rejected > 0 ? fmt::format(", {} rejected", rejected) : "");
   }
   return rc;
 }

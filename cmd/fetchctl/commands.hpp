@@ -46,6 +46,7 @@ struct GlobalOptions {
 struct SubmitOptions {
   std::vector<std::string> urls;  // empty: read URLs from `input`
   JobTemplate job;
+  bool quiet = false;  // one summary line ("N submitted, N existing, N conflicts") instead of a line per job
 };
 
 struct ListOptions {

@@ -121,6 +121,8 @@ int main(int argc, char** argv) {
   auto* submit_cmd =
       app.add_subcommand("submit", "add download jobs; without URLs, read them from stdin (one per line)");
   submit_cmd->add_option("urls", submit.urls, "http(s) URLs to download")->type_name("URL");
+  submit_cmd->add_flag("-q,--quiet", submit.quiet,
+                       "print one line: N submitted, N existing, N conflicts (with --json, one object)");
   auto* dest_opt = submit_cmd->add_option("--dest", submit.job.dest,
                                           "file name relative to the output dir (one URL only)");
   auto* sha_opt =

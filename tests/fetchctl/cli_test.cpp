@@ -230,6 +230,84 @@ TEST_F(FetchctlCli, SubmitRejectedBatchNamesTheJobInTheWholeInputAndItsLine) {
   EXPECT_EQ(lines_of(r.out).size(), 5000u);
 }
 
+// A daemon's conflict answer lists what became of every job of the request: the others were stored.
+json conflict_reply(const json& request, int& next_id, std::size_t conflicting, std::int64_t with) {
+  json jobs = json::array();
+  for (std::size_t i = 0; i < request["jobs"].size(); ++i) {
+    if (i == conflicting) {
+      jobs.push_back({{"error", "conflict"}, {"conflicts_with", with}});
+    } else {
+      jobs.push_back({{"id", next_id++}, {"state", "queued"}, {"existing", false}});
+    }
+  }
+  json reply = json::parse(error_reply("submit", "conflict",
+                                       "jobs[" + std::to_string(conflicting) +
+                                           "].dest: /srv/x is already the destination of unfinished job " +
+                                           std::to_string(with)));
+  reply["error"]["jobs"] = jobs;
+  return reply;
+}
+
+TEST_F(FetchctlCli, SubmitConflictPrintsTheStoredJobsAndTheConflict) {
+  FakeServer server(socket_path(), [](const json& request, std::size_t) {
+    int next_id = 10;
+    return Action{{conflict_reply(request, next_id, 1, 7).dump() + "\n"}};
+  });
+  auto r = run({"submit", "https://example.org/a", "https://example.org/b", "https://example.org/c"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.out,
+            "10  queued  https://example.org/a\n"
+            "-  conflict with job 7  https://example.org/b\n"
+            "11  queued  https://example.org/c\n");
+  EXPECT_NE(r.err.find("fetchctl: conflict: jobs[1].dest: /srv/x is already the destination of unfinished job 7"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("submitted 2 of 3 jobs (2 new, 0 existing), 1 conflicts"), std::string::npos) << r.err;
+}
+
+// --quiet: one summary line on stdout for a whole list, nothing per job.
+TEST_F(FetchctlCli, SubmitQuietPrintsOneSummaryLine) {
+  constexpr int kUrls = 12000;
+  std::string input;
+  for (int i = 0; i < kUrls; ++i) input += "https://example.org/f" + std::to_string(i) + "\n";
+  auto stdin_path = dir_.write("urls.txt", input);
+  int next_id = 1;
+  // Batch 1: all new; batch 2: 3 of them existing; batch 3: one conflict.
+  FakeServer server(socket_path(), [&](const json& request, std::size_t index) {
+    if (index == 2) return Action{{conflict_reply(request, next_id, 5, 42).dump() + "\n"}};
+    json jobs = json::array();
+    for (std::size_t i = 0; i < request["jobs"].size(); ++i) {
+      bool old = index == 1 && i < 3;
+      jobs.push_back({{"id", old ? static_cast<int>(i) + 1 : next_id++}, {"state", "queued"}, {"existing", old}});
+    }
+    return Action{{ok_reply("submit", {{"jobs", jobs}})}};
+  });
+  ChildOptions options;
+  options.stdin_path = stdin_path.string();
+  auto r = run({"submit", "--quiet"}, options);
+  EXPECT_EQ(r.exit_code, 1) << "a conflict is a refusal: " << r.err;
+  EXPECT_EQ(r.out, "11996 submitted, 3 existing, 1 conflicts\n");
+  EXPECT_NE(r.err.find("fetchctl: conflict: jobs[10005].dest"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("submitted 11999 of"), std::string::npos) << "the summary is on stdout: " << r.err;
+
+  // Without conflicts: exit 0; with --json the summary is an object.
+  FakeServer plain(dir_ / "plain.sock", [](const json& request, std::size_t) {
+    json jobs = json::array();
+    for (std::size_t i = 0; i < request["jobs"].size(); ++i)
+      jobs.push_back({{"id", i + 1}, {"state", "queued"}, {"existing", false}});
+    return Action{{ok_reply("submit", {{"jobs", jobs}})}};
+  });
+  auto q = fetchd::testing::run_child(
+      argv({"--socket", (dir_ / "plain.sock").string(), "submit", "-q", "https://example.org/x"}));
+  EXPECT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_EQ(q.out, "1 submitted, 0 existing, 0 conflicts\n");
+  EXPECT_EQ(q.err, "");
+  auto j = fetchd::testing::run_child(
+      argv({"--socket", (dir_ / "plain.sock").string(), "submit", "-q", "--json", "https://example.org/x"}));
+  EXPECT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_EQ(json::parse(j.out), json::parse(R"({"submitted":1,"existing":0,"conflicts":0,"rejected":0})"));
+}
+
 TEST_F(FetchctlCli, SubmitWithoutUrlsOnEmptyStdinIsAUsageError) {
   FakeServer server(socket_path(), [](const json&, std::size_t) { return Action{}; });
   auto empty = dir_.write("empty.txt", "# nothing\n\n");

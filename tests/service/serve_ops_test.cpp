@@ -115,6 +115,14 @@ TEST_F(ServeOps, SubmitConflictOnADestOfAnUnfinishedJob) {
                      {"jobs", json::array({job(300, "d.bin", 3), job(200, "other.bin", 2, "", "c.bin")})}});
   EXPECT_EQ(error_code(r2), "conflict");
   EXPECT_NE(r2["error"].value("message", "").find("jobs[1]"), std::string::npos) << r2.dump();
+  // The other job of that request was stored, and the answer says so: the client knows its id.
+  const json& outcome = r2["error"]["jobs"];
+  ASSERT_TRUE(outcome.is_array()) << r2.dump();
+  ASSERT_EQ(outcome.size(), 2u);
+  EXPECT_EQ(outcome[0]["existing"], false);
+  const auto stored = outcome[0]["id"].get<std::int64_t>();
+  EXPECT_EQ(outcome[1], (json{{"error", "conflict"}, {"conflicts_with", slow[0]}}));
+  EXPECT_EQ(c.request(json{{"op", "status"}, {"id", stored}})["result"]["job"]["dest"], out("d.bin").string());
 
   // Once the first job is finished (cancelled here), the dest is free again.
   json cancel = c.request(json{{"op", "cancel"}, {"id", slow[0]}});

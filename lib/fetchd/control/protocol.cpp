@@ -542,6 +542,10 @@ std::string encode_error(const ProtocolError& error) {
   append_string(out, to_string(error.code));
   out += R"(,"message":)";
   append_string(out, error.message);
+  if (error.jobs) {
+    out += R"(,"jobs":)";
+    out += dump(*error.jobs);
+  }
   out += "}}\n";
   return out;
 }

@@ -87,6 +87,9 @@ struct ProtocolError {
   std::string message;            // names the field; never quotes a header value
   std::optional<std::string> op;  // the op when it was recognised, else null in the response
   std::optional<nlohmann::json> req;
+  // A submit's `conflict`: what became of each of its jobs, as in the result ({"id","state","existing"}, or
+  // {"error":"conflict","conflicts_with":N}); the jobs without a conflict were stored.
+  std::optional<nlohmann::json> jobs = std::nullopt;
 };
 
 using ParseResult = std::variant<Request, ProtocolError>;
@@ -101,7 +104,8 @@ std::string_view op_name(const Op& op);  // "submit", "status", ...
 //   {"ok":true,"op":<op>,"req":<req, only when given>,"result":<result>}
 std::string encode_result(std::string_view op, const std::optional<nlohmann::json>& req,
                           const nlohmann::json& result);
-//   {"ok":false,"op":<op or null>,"req":<req, only when given>,"error":{"code":<code>,"message":<message>}}
+//   {"ok":false,"op":<op or null>,"req":<req, only when given>,"error":{"code":<code>,"message":<message>
+//   [,"jobs":<jobs, only when given>]}}
 std::string encode_error(const ProtocolError& error);
 //   {"event":<event>,"<key>":<value>}, e.g. encode_event("done", "job", watch_job_to_json(job)) or
 //   encode_event("stats", "stats", stats_result).

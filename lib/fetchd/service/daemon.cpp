@@ -486,7 +486,8 @@ void Daemon::flush() {
                       {"existing", o.kind == store::SubmitOutcome::Kind::kExisting}});
     }
     if (conflict) {
-      control::ProtocolError err{control::ErrorCode::kConflict, *conflict, "submit", p.req};
+      // Not all or nothing: the other jobs were stored (and may run already), so the answer lists them.
+      control::ProtocolError err{control::ErrorCode::kConflict, *conflict, "submit", p.req, std::move(jobs)};
       std::string line = control::encode_error(err);
       control_->send(p.conn, std::move(line));
     } else {
