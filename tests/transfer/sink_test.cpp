@@ -544,5 +544,34 @@ TEST_F(SinkTest, PublishRecordNamesTheJobAndTheBytes) {
   EXPECT_FALSE(read_publish_record(posix_file_system(), path("link.bin")).has_value()) << "never followed";
 }
 
+// Sinks writing into one folder at the same time share one descriptor of it; it is closed with the last one.
+TEST_F(SinkTest, SinksInOneFolderShareItsDescriptor) {
+  FakeFileSystem fs;
+  auto directory_opens = [&fs] {
+    int n = 0;
+    for (int flags : fs.open_flags) n += (flags & O_DIRECTORY) != 0;
+    return n;
+  };
+  {
+    Sink a(path("shared/a.bin"), fs);
+    Sink b(path("shared/b.bin"), fs);
+    ASSERT_TRUE(a.open()) << a.error();
+    ASSERT_TRUE(b.open()) << b.error();
+    EXPECT_EQ(directory_opens(), 2) << "the first open finds no folder, creates it and opens it; the second shares it";
+    ASSERT_TRUE(write_str(a, "a"));
+    ASSERT_TRUE(write_str(b, "b"));
+    ASSERT_TRUE(a.commit({.fsync = true, .replace = false})) << a.error();
+    ASSERT_TRUE(b.commit({.fsync = true, .replace = false})) << b.error();
+  }
+  EXPECT_EQ(fs.opened, fs.closed) << "a descriptor leaked";
+  EXPECT_EQ(read_file(path("shared/a.bin")), "a");
+  EXPECT_EQ(read_file(path("shared/b.bin")), "b");
+  const int before = directory_opens();  // a's commit also opened the parent of the folder it created, to fsync it
+  Sink c(path("shared/c.bin"), fs);
+  ASSERT_TRUE(c.open());
+  EXPECT_EQ(directory_opens(), before + 1) << "nobody held the folder open any more: opened again";
+  c.discard();
+}
+
 }  // namespace
 }  // namespace fetchd::transfer

@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
+#include <mutex>
+#include <unordered_map>
 #include <cerrno>
 #include <cstdio>
 #include <new>
@@ -127,28 +130,91 @@ int Sink::make_directories(const std::string& dir, std::string* failed_dir) {
   return rc;
 }
 
-// The destination's folder, opened once: the .part, the check before publishing, the rename and the directory
-// fsync all go through this descriptor, so a folder swapped for a symlink after this point cannot redirect
-// them. The path itself may hold symlinks that stay inside the output directory (core::confine allows them).
-int Sink::open_directory() {
-  int fd;
-  do {
-    fd = fs_.open_at(AT_FDCWD, dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-  } while (fd == -EINTR);
-  return fd;
+namespace {
+
+// The descriptors of the folders sinks are writing into, shared while several sinks use one folder at the same
+// time: a busy folder costs an open and a close per second instead of per file. A descriptor is handed out
+// again only within kDirectoryReuse of its open, so a folder renamed or replaced meanwhile is picked up
+// within that time; it is closed when its last sink lets go. Process-wide; any thread.
+class DirectoryCache {
+ public:
+  static constexpr std::chrono::seconds kDirectoryReuse{1};
+
+  // A descriptor of `dir` opened through `fs`, or -errno.
+  std::shared_ptr<FileDescriptor> acquire(FileSystem& fs, const std::string& dir, int* error) {
+    const auto now = std::chrono::steady_clock::now();
+    Key key{&fs, dir};
+    {
+      std::lock_guard lock(mutex_);
+      auto it = entries_.find(key);
+      if (it != entries_.end() && now - it->second.opened < kDirectoryReuse) {
+        if (auto fd = it->second.fd.lock()) return fd;
+      }
+    }
+    int fd;
+    do {
+      fd = fs.open_at(AT_FDCWD, dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    } while (fd == -EINTR);
+    if (fd < 0) {
+      *error = fd;
+      return nullptr;
+    }
+    auto* owned = new FileDescriptor(fs, fd);
+    std::shared_ptr<FileDescriptor> shared(owned, [this, key](FileDescriptor* p) {
+      {
+        std::lock_guard lock(mutex_);
+        auto it = entries_.find(key);
+        if (it != entries_.end() && it->second.raw == p) entries_.erase(it);
+      }
+      delete p;
+    });
+    std::lock_guard lock(mutex_);
+    entries_[key] = Entry{shared, owned, now};
+    return shared;
+  }
+
+ private:
+  struct Key {
+    FileSystem* fs;
+    std::string dir;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const {
+      return std::hash<std::string>()(k.dir) ^ std::hash<const void*>()(k.fs);
+    }
+  };
+  struct Entry {
+    std::weak_ptr<FileDescriptor> fd;
+    const FileDescriptor* raw = nullptr;  // which descriptor the entry is for, to erase only its own
+    std::chrono::steady_clock::time_point opened;
+  };
+  std::mutex mutex_;
+  std::unordered_map<Key, Entry, KeyHash> entries_;
+};
+
+DirectoryCache& directory_cache() {
+  static DirectoryCache* cache = new DirectoryCache;  // never destroyed: sinks may outlive static destructors
+  return *cache;
 }
+
+}  // namespace
 
 bool Sink::open(std::string_view source) {
   if (state_ != State::kIdle) return fail(EBADF, fmt::format("open {}: sink already used", part_));
-  int dir_fd = open_directory();
-  if (dir_fd == -ENOENT) {
+  // The destination's folder, opened once: the .part, the check before publishing, the rename and the
+  // directory fsync all go through this descriptor, so a folder swapped for a symlink after this point cannot
+  // redirect them. The path itself may hold symlinks that stay inside the output directory (core::confine
+  // allows them).
+  int err = 0;
+  dir_fd_ = directory_cache().acquire(fs_, dir_, &err);
+  if (!dir_fd_ && err == -ENOENT) {
     std::string failed_dir;
     int rc = make_directories(dir_, &failed_dir);
     if (rc < 0) return fail(-rc, fmt::format("create directory {}", failed_dir));
-    dir_fd = open_directory();
+    dir_fd_ = directory_cache().acquire(fs_, dir_, &err);
   }
-  if (dir_fd < 0) return fail(-dir_fd, fmt::format("open directory {}", dir_));
-  dir_fd_ = FileDescriptor(fs_, dir_fd);
+  if (!dir_fd_) return fail(-err, fmt::format("open directory {}", dir_));
 
   // A new .part is created with O_EXCL, so it is certainly ours. One that exists (kept by an earlier attempt
   // for resume, or planted) is opened without O_CREAT, O_TRUNC or following a symlink (O_NOFOLLOW), with
@@ -158,7 +224,7 @@ bool Sink::open(std::string_view source) {
   auto open_part = [&](int flags) {
     int fd;
     do {
-      fd = fs_.open_at(dir_fd_.get(), part_name_.c_str(), flags, kFileMode);
+      fd = fs_.open_at(dir_fd_->get(), part_name_.c_str(), flags, kFileMode);
     } while (fd == -EINTR);
     return fd;
   };
@@ -302,7 +368,7 @@ void Sink::keep() {
     return;
   }
   (void)fd_.close();
-  (void)dir_fd_.close();
+  dir_fd_.reset();
   state_ = State::kKept;
 }
 
@@ -330,12 +396,12 @@ bool Sink::write(const void* data, std::size_t size) {
 // symlink meanwhile.
 bool Sink::part_is_ours() {
   struct stat st {};
-  return fs_.stat_at(dir_fd_.get(), part_name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+  return fs_.stat_at(dir_fd_->get(), part_name_.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
          st.st_dev == part_dev_ && st.st_ino == part_ino_;
 }
 
 int Sink::rename_into_place(bool replace) {
-  const int dir = dir_fd_.get();
+  const int dir = dir_fd_->get();
   if (replace) return fs_.rename_at(dir, part_name_.c_str(), dir, dest_name_.c_str(), 0);
   int rc = fs_.rename_at(dir, part_name_.c_str(), dir, dest_name_.c_str(), RENAME_NOREPLACE);
   if (rc != -EINVAL) return rc;
@@ -350,7 +416,7 @@ int Sink::rename_into_place(bool replace) {
 
 int Sink::sync_directory(const std::string& dir, std::string* failed_dir) {
   if (dir == dir_) {
-    int rc = fs_.fsync(dir_fd_.get());
+    int rc = fs_.fsync(dir_fd_->get());
     if (rc == -EINVAL) rc = 0;  // fsync(2): EINVAL where the file system cannot sync directories at all
     if (rc < 0) *failed_dir = dir;
     return rc;
@@ -421,14 +487,14 @@ bool Sink::commit(CommitOptions options) {
       if (int rc = sync_directory(dir, &failed_dir); rc < 0) {
         // Not durable, so not committed: take the final name back. The job fails; a later attempt starts
         // over.
-        if (int u = fs_.unlink_at(dir_fd_.get(), dest_name_.c_str(), 0); u < 0 && u != -ENOENT) {
+        if (int u = fs_.unlink_at(dir_fd_->get(), dest_name_.c_str(), 0); u < 0 && u != -ENOENT) {
           spdlog::error("roll back {} after a failed directory fsync: {}", dest_, errno_text(-u));
         }
         return fail(-rc, fmt::format("fsync directory {}", failed_dir));
       }
     }
   }
-  (void)dir_fd_.close();
+  dir_fd_.reset();
   state_ = State::kCommitted;
   return true;
 }
@@ -440,8 +506,8 @@ bool Sink::discard() {
   state_ = State::kDiscarded;
   // Someone else's file under the .part name (it replaced ours) is not ours to remove.
   const bool ours = part_is_ours();
-  int rc = ours ? fs_.unlink_at(dir_fd_.get(), part_name_.c_str(), 0) : 0;
-  (void)dir_fd_.close();
+  int rc = ours ? fs_.unlink_at(dir_fd_->get(), part_name_.c_str(), 0) : 0;
+  dir_fd_.reset();
   if (rc < 0 && rc != -ENOENT) {
     spdlog::warn("remove {}: {}", part_, errno_text(-rc));
     return false;

@@ -131,7 +131,6 @@ class Sink {
   bool part_is_ours();
   bool fail(int err, std::string what);
   bool fail_message(int err, std::string message);  // message as is, without errno's text
-  int open_directory();
   int make_directories(const std::string& dir, std::string* failed_dir);
   int rename_into_place(bool replace);
   int sync_directory(const std::string& dir, std::string* failed_dir);
@@ -143,7 +142,7 @@ class Sink {
   std::string dest_name_;  // the last components of dest_ and part_: every call is relative to dir_fd_
   std::string part_name_;
   std::vector<std::string> created_dirs_;  // by open(); their parents need an fsync too
-  FileDescriptor dir_fd_;
+  std::shared_ptr<FileDescriptor> dir_fd_;  // shared with other sinks writing into the same folder now
   FileDescriptor fd_;
   dev_t part_dev_ = 0;  // the inode written: only this one is ever published or removed
   ino_t part_ino_ = 0;
