@@ -54,7 +54,7 @@ class EventLoopStrategy final : public Strategy, private transfer::RatePauseList
     EventLoopStrategy* owner = nullptr;
     curl::Multi multi;
     uv::Timer timer;
-    std::unordered_map<curl_socket_t, uv::Poll> polls;
+    std::unordered_map<curl_socket_t, uv::Poll> polls;  // by fd number; stopped when curl lets go of the fd
     int running = 0;  // transfers added to this multi and not yet removed
     void close();     // curl_multi_cleanup (fires CURL_POLL_REMOVE), then the uv handles
   };

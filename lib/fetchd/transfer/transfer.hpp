@@ -39,10 +39,11 @@ struct ResponseHeaders;
 // resident: the largest part of a transfer's memory (docs/benchmarks.md). A smaller buffer costs syscalls per
 // byte (a recv, a poll and our write per read: 4 KiB cost 15-30 % more CPU per byte on large files), which
 // matters only for a few fast transfers. So at most kLargeReceiveBuffers transfers of a process hold 16 KiB
-// at a time and the others 4 KiB: thousands in flight cost 4 KiB each plus a fixed 1 MiB at most.
+// at a time and the others 4 KiB: thousands in flight cost 4 KiB each plus a fixed 3 MiB at most (256 covers
+// every transfer up to concurrency 256, where a 4 KiB buffer would cost a second recv per small file).
 inline constexpr long kLargeReceiveBuffer = 16 * 1024;
 inline constexpr long kSmallReceiveBuffer = 4 * 1024;
-inline constexpr int kLargeReceiveBuffers = 64;
+inline constexpr int kLargeReceiveBuffers = 256;
 
 class Transfer {
  public:
