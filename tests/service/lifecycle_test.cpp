@@ -410,6 +410,30 @@ TEST_F(Lifecycle, ASocketFolderThatCannotBeMadeNamesControlSocket) {
   EXPECT_FALSE(notify_.find("READY=1"));
 }
 
+// config/local.yaml, the README's first run, copied to a folder of its own: everything it writes lands in
+// fetchd-data/ next to it, whatever the working directory.
+TEST_F(Lifecycle, TheShippedLocalConfigKeepsEverythingNextToIt) {
+  const fs::path folder = dir_.path() / "mine";
+  fs::create_directories(folder);
+  fs::copy_file(fs::path(FETCHD_SOURCE_ROOT) / "config" / "local.yaml", folder / "local.yaml");
+  const fs::path data = folder / "fetchd-data";
+  daemon_ = std::make_unique<DaemonProcess>(
+      DaemonProcess::Options{.config = folder / "local.yaml", .notify = &notify_});
+  ASSERT_TRUE(daemon_->wait_ready()) << daemon_->log();
+  LineClient c(data / "fetchd.sock");
+  json stats = c.request(json{{"op", "stats"}})["result"];
+  EXPECT_EQ(stats["store"], (data / "jobs.db").string());
+  auto w = watch_on(LineClient(data / "fetchd.sock"));
+  auto ids = submit(c, json::array({job(1000, "first.bin", 1)}));
+  ASSERT_EQ(ids.size(), 1u);
+  wait_finished(w, {ids[0]});
+  EXPECT_EQ(file_sha256_hex(data / "downloads" / "first.bin"), origin::body_sha256_hex(1000, 1));
+  struct stat st {};
+  ASSERT_EQ(::stat((data / "fetchd.sock").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "only this user";
+  ASSERT_EQ(terminate(), 0);
+}
+
 TEST_F(Lifecycle, TimeFromSpawnToReady) {
   std::vector<double> ms;
   for (int i = 0; i < 5; ++i) {
