@@ -56,6 +56,22 @@ TEST_P(FileWorkersTest, StopDeliversWhatWasPostedAndPostAfterStopThrows) {
   EXPECT_EQ(loop.close(), 0);
 }
 
+TEST_P(FileWorkersTest, PostOrRunRunsDoneAtOnceOnlyWithoutThreads) {
+  uv::Loop loop;
+  FileWorkers workers(loop.get(), GetParam());
+  bool worked = false;
+  bool done = false;
+  workers.post_or_run([&worked] { worked = true; }, [&done, &workers] {
+    done = true;
+    workers.stop();
+  });
+  EXPECT_EQ(done, GetParam() == 0) << "inline: done() ran inside the call; with a thread: later, on the loop";
+  ASSERT_EQ(loop.run(), 0);
+  EXPECT_TRUE(worked);
+  EXPECT_TRUE(done);
+  EXPECT_EQ(loop.close(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Threads, FileWorkersTest, ::testing::Values(0, 1),
                          [](const auto& info) { return info.param == 0 ? "inline" : "onethread"; });
 

@@ -78,7 +78,7 @@ void EventLoopStrategy::submit(core::TransferRequest request) {
   auto* raw = transfer.get();
   entries_.emplace(id, Entry{std::move(transfer), Stage::kPreparing, false, nullptr});
   auto early = std::make_shared<std::optional<core::TransferResult>>();
-  file_workers_.post([raw, early] { *early = raw->prepare(); },
+  file_workers_.post_or_run([raw, early] { *early = raw->prepare(); },
                      [this, id, early] { prepared(id, std::move(*early)); });
 }
 

@@ -34,6 +34,13 @@ void FileWorkers::post(std::function<void()> work, std::function<void()> done) {
   wake_.notify_one();
 }
 
+void FileWorkers::post_or_run(std::function<void()> work, std::function<void()> done) {
+  if (!inline_) return post(std::move(work), std::move(done));
+  if (stopped_) throw std::logic_error("FileWorkers::post_or_run after stop");
+  run(work);
+  done();
+}
+
 void FileWorkers::run(const std::function<void()>& work) {
   try {
     work();
