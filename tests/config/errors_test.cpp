@@ -52,6 +52,15 @@ TEST_F(ConfigTest, ConcurrencyMustBePositive) {
   EXPECT_TRUE(rejected_with("strategy:\n  concurrency: -4\n", "strategy.concurrency", 2, "at least 1"));
 }
 
+TEST_F(ConfigTest, EventLoopThreads) {
+  EXPECT_EQ(load("strategy: {threads: 3}\n").strategy.threads, 3);
+  EXPECT_EQ(load("strategy: {threads: auto}\n").strategy.threads, 0);
+  EXPECT_EQ(load("strategy: {threads: 0}\n").strategy.threads, 0);
+  EXPECT_EQ(load("").strategy.threads, 1);
+  EXPECT_TRUE(rejected_with("strategy:\n  threads: -1\n", "strategy.threads", 2, "must not be negative"));
+  EXPECT_TRUE(rejected_with("strategy:\n  threads: many\n", "strategy.threads", 2, "expected an integer"));
+}
+
 TEST_F(ConfigTest, IntegersMustBeIntegers) {
   EXPECT_TRUE(rejected_with("strategy:\n  concurrency: abc\n", "strategy.concurrency", 2,
                             "expected an integer, got 'abc'"));

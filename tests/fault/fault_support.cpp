@@ -225,7 +225,10 @@ std::vector<StrategyParam> all_strategies() {
   pool.strategy.worker_exe = fetchd_bin();
   pool.strategy.workers = 2;
   pool.strategy.inner = config::InnerKind::kEventLoop;
-  return {param("eventloop", config::StrategyKind::kEventLoop),
+  // event-loop on two loop threads of its own (strategy.threads: 2).
+  StrategyParam threads = param("eventloopthreads", config::StrategyKind::kEventLoop);
+  threads.strategy.threads = 2;
+  return {param("eventloop", config::StrategyKind::kEventLoop), threads,
           param("curlmulti", config::StrategyKind::kCurlMulti),
           param("threadpool", config::StrategyKind::kThreadPool), pool};
 }

@@ -588,8 +588,16 @@ StrategyParam process_pool(std::string name, fetchd::config::InnerKind inner) {
   return p;
 }
 
+// event-loop on two loop threads (strategy.threads: 2): the same transfers, spread over two loops of their own.
+StrategyParam event_loop_threads(std::string name) {
+  StrategyParam p = param(std::move(name), StrategyKind::kEventLoop);
+  p.strategy.threads = 2;
+  return p;
+}
+
 INSTANTIATE_TEST_SUITE_P(AllStrategies, StrategyTest,
                          ::testing::Values(param("eventloop", StrategyKind::kEventLoop),
+                                           event_loop_threads("eventloopthreads"),
                                            param("curlmulti", StrategyKind::kCurlMulti),
                                            param("threadpool", StrategyKind::kThreadPool),
                                            process_pool("processpool", fetchd::config::InnerKind::kEventLoop),

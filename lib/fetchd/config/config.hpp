@@ -29,6 +29,7 @@ struct StrategyConfig {
   StrategyKind kind = StrategyKind::kEventLoop;
   int concurrency = 256;  // simultaneous transfers in total, >= 1
   int workers = 0;        // process-pool only; 0 = number of CPUs (at most concurrency)
+  int threads = 1;        // event-loop only: loop threads sharing concurrency; 0 = number of CPUs ("auto")
   InnerKind inner = InnerKind::kEventLoop;  // process-pool only
   // process-pool only, NOT read from YAML: the executable started as `<worker_exe> worker ...`. The running
   // binary itself by default (the same inode even if the file was replaced on disk since); tests point it at

@@ -81,6 +81,11 @@ std::string dump_config(const Config& config, bool show_secrets) {
   out << YAML::Key << "concurrency" << YAML::Value << config.strategy.concurrency;
   out << YAML::Key << "workers" << YAML::Value << config.strategy.workers;
   out << YAML::Key << "inner" << YAML::Value << std::string(to_string(config.strategy.inner));
+  if (config.strategy.threads == 0) {
+    out << YAML::Key << "threads" << YAML::Value << "auto";
+  } else {
+    out << YAML::Key << "threads" << YAML::Value << config.strategy.threads;
+  }
   out << YAML::EndMap;
 
   out << YAML::Key << "output" << YAML::Value << YAML::BeginMap;

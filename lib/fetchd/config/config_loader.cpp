@@ -47,7 +47,7 @@ const std::vector<std::string_view> kControlKeys{"socket", "mode", "group", "tcp
 const std::vector<std::string_view> kStateKeys{"dir", "synchronous", "history"};
 const std::vector<std::string_view> kHistoryKeys{"max_age", "max_jobs"};
 const std::vector<std::string_view> kShutdownKeys{"grace"};
-const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers", "inner"};
+const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers", "inner", "threads"};
 const std::vector<std::string_view> kOutputKeys{"dir", "on_exists", "fsync"};
 const std::vector<std::string_view> kDefaultsKeys{
     "timeout",    "connect_timeout", "low_speed", "retries", "backoff",  "retry_on", "retry_after_max",
@@ -361,6 +361,12 @@ class Loader final : public ValueReader {
       } else if (e.name == "workers") {
         if (auto v = integer(e, 0)) s.workers = *v;
         workers_at = e.value_pos();
+      } else if (e.name == "threads") {
+        if (e.value->is_scalar() && e.value->text == "auto") {
+          s.threads = 0;
+        } else if (auto v = integer(e, 0)) {
+          s.threads = *v;
+        }
       } else if (e.name == "inner") {
         if (auto v = choice<InnerKind>(
                 e, "inner strategy",

@@ -5,11 +5,13 @@
 
 #include <memory>
 #include <stdexcept>
+#include <thread>
 #include <string>
 
 #include "fetchd/core/units.hpp"
 #include "fetchd/strategy/curl_multi_strategy.hpp"
 #include "fetchd/strategy/event_loop_strategy.hpp"
+#include "fetchd/strategy/loop_threads_strategy.hpp"
 #include "fetchd/strategy/process_pool_strategy.hpp"
 #include "fetchd/strategy/thread_pool_strategy.hpp"
 #include "fetchd/transfer/rate_limiter.hpp"
@@ -46,9 +48,18 @@ void warn_blocking_floor(const config::Config& config) {
 std::unique_ptr<Strategy> make_strategy(const config::Config& config, uv_loop_t* loop,
                                         Strategy::ResultCallback on_result) {
   switch (config.strategy.kind) {
-    case config::StrategyKind::kEventLoop:
+    case config::StrategyKind::kEventLoop: {
+      // One loop per CPU for threads: 0; one loop (the control loop itself, no hand-offs) for threads: 1.
+      int threads = config.strategy.threads > 0 ? config.strategy.threads
+                                                : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+      threads = std::min(threads, config.strategy.concurrency);
+      if (threads > 1) {
+        return std::make_unique<LoopThreadsStrategy>(config.strategy, threads, file_threads_for(config.output), loop,
+                                                     std::move(on_result), limiter_for(config));
+      }
       return std::make_unique<EventLoopStrategy>(config.strategy, file_threads_for(config.output), loop,
                                                  std::move(on_result), limiter_for(config));
+    }
     case config::StrategyKind::kCurlMulti:
       return std::make_unique<CurlMultiStrategy>(config.strategy, file_threads_for(config.output), loop,
                                                  std::move(on_result), limiter_for(config));
