@@ -43,7 +43,8 @@ std::string group_name(gid_t gid) {
   std::vector<char> buffer(16384);
   group entry{};
   group* found = nullptr;
-  while (::getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == ERANGE && buffer.size() < (1U << 22))
+  while (::getgrgid_r(gid, &entry, buffer.data(), buffer.size(), &found) == ERANGE &&
+         buffer.size() < (1U << 22))
     buffer.resize(buffer.size() * 2);
   return found != nullptr ? std::string(found->gr_name) : std::to_string(gid);
 }
@@ -61,15 +62,17 @@ std::string permission_hint(const std::string& path) {
     if (::access(prefix.c_str(), X_OK) != 0 && errno == EACCES) {
       struct stat st {};
       if (::stat(prefix.c_str(), &st) != 0) break;
-      return fmt::format(" (you may not enter the folder {}: group {}, mode {:04o}; is your user in that group?)",
-                         prefix.string(), group_name(st.st_gid), st.st_mode & 07777U);
+      return fmt::format(
+          " (you may not enter the folder {}: group {}, mode {:04o}; is your user in that group?)",
+          prefix.string(), group_name(st.st_gid), st.st_mode & 07777U);
     }
   }
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return " (is your user in the socket's group?)";
-  return fmt::format(" (the socket belongs to group {}, mode {:04o}: is your user in that group? `id -nG` "
-                     "lists yours; a new membership needs a new login)",
-                     group_name(st.st_gid), st.st_mode & 07777U);
+  return fmt::format(
+      " (the socket belongs to group {}, mode {:04o}: is your user in that group? `id -nG` "
+      "lists yours; a new membership needs a new login)",
+      group_name(st.st_gid), st.st_mode & 07777U);
 }
 
 [[noreturn]] void throw_connect_error(const Endpoint& endpoint, int err) {

@@ -35,9 +35,9 @@ struct Endpoint {
 std::optional<Endpoint> parse_endpoint(std::string_view text, std::string* error);
 
 // What follows "cannot connect to PATH: <error>" to say what to do, "" when nothing useful: for a missing or
-// refused socket "(is fetchd running?)"; for a permission error on a Unix socket the group (by name) and mode of
-// the first folder on the way this process may not enter, or else of the socket file, since membership of that
-// group is what grants access.
+// refused socket "(is fetchd running?)"; for a permission error on a Unix socket the group (by name) and mode
+// of the first folder on the way this process may not enter, or else of the socket file, since membership of
+// that group is what grants access.
 std::string connect_hint(const Endpoint& endpoint, int err);
 
 // Why talking to the daemon failed; each maps to one exit code (see commands.hpp).

@@ -254,7 +254,8 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
       rc = kExitRejected;
       // A conflict is not all or nothing: the daemon stored the other jobs and lists each one's outcome.
       if (error != reply.end() && error->is_object() && json_string(*error, "code") == "conflict") {
-        if (auto it = error->find("jobs"); it != error->end() && it->is_array() && it->size() == done.index.size())
+        if (auto it = error->find("jobs");
+            it != error->end() && it->is_array() && it->size() == done.index.size())
           jobs = &*it;
       }
       if (jobs == nullptr) {
@@ -296,7 +297,9 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
   }
   if (!per_job) {
     if (g.json) {
-      print(dump(json{{"submitted", created}, {"existing", existing}, {"conflicts", conflicts},
+      print(dump(json{{"submitted", created},
+                      {"existing", existing},
+                      {"conflicts", conflicts},
                       {"rejected", rejected}}) +
             "\n");
     } else {
@@ -307,8 +310,8 @@ int run_submit(const GlobalOptions& g, const SubmitOptions& options, std::FILE* 
   }
   if (g.json) print(first_json ? "{\"jobs\":[]}\n" : "\n]}\n");
   if (!g.json && seen > 1) {
-    fmt::print(stderr, "fetchctl: submitted {} of {} jobs ({} new, {} existing){}{}\n", created + existing, seen,
-               created, existing, conflicts > 0 ? fmt::format(", {} conflicts", conflicts) : "",
+    fmt::print(stderr, "fetchctl: submitted {} of {} jobs ({} new, {} existing){}{}\n", created + existing,
+               seen, created, existing, conflicts > 0 ? fmt::format(", {} conflicts", conflicts) : "",
                rejected > 0 ? fmt::format(", {} rejected", rejected) : "");
   }
   return rc;

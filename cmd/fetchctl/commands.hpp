@@ -7,8 +7,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <optional>
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>

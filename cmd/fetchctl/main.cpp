@@ -6,9 +6,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <cerrno>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -26,8 +26,8 @@ using namespace fetchd::ctl;
 
 constexpr const char* kFooter =
     "Exit codes: 0 ok, 1 fetchd refused the request, 2 usage error, 69 fetchd unreachable or the connection "
-    "dropped, 74 cannot read stdin or write stdout, 75 no reply within --timeout, 76 malformed reply. A reader "
-    "that stops reading (| head) ends the output; that is not an error.";
+    "dropped, 74 cannot read stdin or write stdout, 75 no reply within --timeout, 76 malformed reply. A "
+    "reader that stops reading (| head) ends the output; that is not an error.";
 
 // CLI11 validators with fetchctl's wording.
 CLI::Validator duration_validator(bool allow_zero = false) {

@@ -424,7 +424,8 @@ TEST(ControlProtocol, EncodeErrorShape) {
             "\n");
   // A conflict tells what became of each job of the submit.
   ProtocolError conflict{ErrorCode::kConflict, "jobs[1].dest: taken", "submit", std::nullopt};
-  conflict.jobs = json::parse(R"([{"id":4,"state":"queued","existing":false},{"error":"conflict","conflicts_with":2}])");
+  conflict.jobs =
+      json::parse(R"([{"id":4,"state":"queued","existing":false},{"error":"conflict","conflicts_with":2}])");
   EXPECT_EQ(encode_error(conflict),
             R"({"ok":false,"op":"submit","error":{"code":"conflict","message":"jobs[1].dest: taken","jobs":)"
             R"([{"existing":false,"id":4,"state":"queued"},{"conflicts_with":2,"error":"conflict"}]}})"

@@ -259,8 +259,9 @@ TEST_F(FetchctlCli, SubmitConflictPrintsTheStoredJobsAndTheConflict) {
             "10  queued  https://example.org/a\n"
             "-  conflict with job 7  https://example.org/b\n"
             "11  queued  https://example.org/c\n");
-  EXPECT_NE(r.err.find("fetchctl: conflict: jobs[1].dest: /srv/x is already the destination of unfinished job 7"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("fetchctl: conflict: jobs[1].dest: /srv/x is already the destination of unfinished job 7"),
+      std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("submitted 2 of 3 jobs (2 new, 0 existing), 1 conflicts"), std::string::npos) << r.err;
 }
@@ -278,7 +279,8 @@ TEST_F(FetchctlCli, SubmitQuietPrintsOneSummaryLine) {
     json jobs = json::array();
     for (std::size_t i = 0; i < request["jobs"].size(); ++i) {
       bool old = index == 1 && i < 3;
-      jobs.push_back({{"id", old ? static_cast<int>(i) + 1 : next_id++}, {"state", "queued"}, {"existing", old}});
+      jobs.push_back(
+          {{"id", old ? static_cast<int>(i) + 1 : next_id++}, {"state", "queued"}, {"existing", old}});
     }
     return Action{{ok_reply("submit", {{"jobs", jobs}})}};
   });
@@ -393,8 +395,9 @@ TEST_F(FetchctlCli, ListLimitStopsPagingAndPrintsAnAlignedTable) {
   EXPECT_NE(r.err.find("showing 2 of 50 jobs"), std::string::npos) << r.err;
 }
 
-// `fetchctl list | head`: the reader goes away after a few lines. That is the end of the output, not an error:
-// exit 0 at once (no SIGPIPE death, exit 141 in a shell, and no 74), without asking the daemon for more pages.
+// `fetchctl list | head`: the reader goes away after a few lines. That is the end of the output, not an
+// error: exit 0 at once (no SIGPIPE death, exit 141 in a shell, and no 74), without asking the daemon for
+// more pages.
 TEST_F(FetchctlCli, ListIntoAPipeClosedEarlyExits0) {
   for (bool as_json : {false, true}) {
     SCOPED_TRACE(as_json ? "--json" : "table");
@@ -404,7 +407,8 @@ TEST_F(FetchctlCli, ListIntoAPipeClosedEarlyExits0) {
       std::int64_t after = request.value("after", std::int64_t{0});
       json jobs = json::array();
       for (std::int64_t id = after + 1; id <= after + 1000; ++id) jobs.push_back(job(id));
-      return Action{{ok_reply("list", {{"jobs", jobs}, {"total", 1000000000}, {"next_after", after + 1000}})}};
+      return Action{
+          {ok_reply("list", {{"jobs", jobs}, {"total", 1000000000}, {"next_after", after + 1000}})}};
     });
     std::vector<std::string> args{"--socket", socket, "list"};
     if (as_json) args.push_back("--json");
@@ -425,8 +429,15 @@ TEST_F(FetchctlCli, WatchIntoAPipeClosedEarlyExits0) {
     Action a{{ok_reply("watch", {{"watching", true}})}};
     for (int i = 1; i <= 5000; ++i) {
       json e{{"event", "queued"},
-             {"job", {{"id", i}, {"url", "https://example.org/f"}, {"dest", "f" + std::to_string(i)},
-                      {"state", "queued"}, {"attempts", 0}, {"bytes", 0}, {"size", nullptr}, {"error", ""}}}};
+             {"job",
+              {{"id", i},
+               {"url", "https://example.org/f"},
+               {"dest", "f" + std::to_string(i)},
+               {"state", "queued"},
+               {"attempts", 0},
+               {"bytes", 0},
+               {"size", nullptr},
+               {"error", ""}}}};
       a.send.push_back(e.dump() + "\n");
     }
     return a;

@@ -2,6 +2,8 @@
 // The hint fetchctl adds to "cannot connect": on a permission error it names the group (and mode) that grants
 // access, the socket's own or that of a folder on the way, instead of guessing "fetchd". As root a connect()
 // never fails with EACCES, so the real connects run in a child process that dropped to nobody (65534).
+#include "client.hpp"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <grp.h>
@@ -17,7 +19,6 @@
 #include <functional>
 #include <string>
 
-#include "client.hpp"
 #include "fetchd/core/unique_fd.hpp"
 #include "temp_dir.hpp"
 
@@ -28,7 +29,9 @@ using namespace fetchd::ctl;
 
 constexpr gid_t kNobody = 65534;
 
-bool is_root() { return ::geteuid() == 0; }
+bool is_root() {
+  return ::geteuid() == 0;
+}
 
 std::string name_of_group(gid_t gid) {
   const group* g = ::getgrgid(gid);
@@ -106,7 +109,8 @@ TEST(ConnectHint, APermissionErrorNamesTheSocketsGroupAndMode) {
   EXPECT_EQ(hint.find("e.g. fetchd"), std::string::npos) << hint;
 
   const std::string error = connect_error(path.string());
-  EXPECT_NE(error.find("Permission denied (the socket belongs to group " + group), std::string::npos) << error;
+  EXPECT_NE(error.find("Permission denied (the socket belongs to group " + group), std::string::npos)
+      << error;
 }
 
 TEST(ConnectHint, AFolderOnTheWayThatCannotBeEnteredIsNamed) {
@@ -122,9 +126,10 @@ TEST(ConnectHint, AFolderOnTheWayThatCannotBeEnteredIsNamed) {
   ASSERT_EQ(::chmod(folder.c_str(), mode), 0);
 
   const std::string error = connect_error(path.string());
-  EXPECT_NE(error.find(fmt::format("Permission denied (you may not enter the folder {}: group {}, mode {:04o}",
-                                   folder.string(), name_of_group(gid), mode)),
-            std::string::npos)
+  EXPECT_NE(
+      error.find(fmt::format("Permission denied (you may not enter the folder {}: group {}, mode {:04o}",
+                             folder.string(), name_of_group(gid), mode)),
+      std::string::npos)
       << error;
   ::chmod(folder.c_str(), 0700);  // so that the temp dir can be removed
 }

@@ -163,7 +163,8 @@ TEST(FormatEvent, OneLinePerKind) {
   EXPECT_EQ(format_event({{"event", "done"}, {"job", job}}), "done  4  x  2.0 KiB");
   job["skipped"] = true;
   job["bytes"] = 0;
-  EXPECT_EQ(format_event({{"event", "done"}, {"job", job}}), "done  4  x  skipped (the file was there already)");
+  EXPECT_EQ(format_event({{"event", "done"}, {"job", job}}),
+            "done  4  x  skipped (the file was there already)");
   job.erase("skipped");
   job["error"] = "HTTP 503\nretry";
   job["attempts"] = 4;

@@ -132,9 +132,9 @@ TEST_F(Lifecycle, SigtermAfterTheGraceLeavesTheJobQueuedForTheNextStart) {
   EXPECT_EQ(requests_.count(bytes_path(5000, "held.bin")), 2u);
 }
 
-// Only the attempts the shutdown interrupted are "interrupted by shutdown": the jobs queued behind them (in the
-// window in memory and beyond it) and a job waiting to retry stay queued as they were, and none of them counts
-// as failed in the final throughput line.
+// Only the attempts the shutdown interrupted are "interrupted by shutdown": the jobs queued behind them (in
+// the window in memory and beyond it) and a job waiting to retry stay queued as they were, and none of them
+// counts as failed in the final throughput line.
 TEST_F(Lifecycle, SigtermMarksOnlyInterruptedAttemptsAndCountsNoneAsFailed) {
   config_.grace = "200ms";
   config_.concurrency = 4;
@@ -151,7 +151,8 @@ TEST_F(Lifecycle, SigtermMarksOnlyInterruptedAttemptsAndCountsNoneAsFailed) {
   ASSERT_EQ(retry_ids.size(), 1u);
   w.read_until(
       [&](const json& e) {
-        return e.value("event", "") == "queued" && e["job"]["id"] == retry_ids[0] && e["job"]["attempts"] == 1;
+        return e.value("event", "") == "queued" && e["job"]["id"] == retry_ids[0] &&
+               e["job"]["attempts"] == 1;
       },
       deadline_in(kFailsafe));
 

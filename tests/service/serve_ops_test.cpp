@@ -122,7 +122,8 @@ TEST_F(ServeOps, SubmitConflictOnADestOfAnUnfinishedJob) {
   EXPECT_EQ(outcome[0]["existing"], false);
   const auto stored = outcome[0]["id"].get<std::int64_t>();
   EXPECT_EQ(outcome[1], (json{{"error", "conflict"}, {"conflicts_with", slow[0]}}));
-  EXPECT_EQ(c.request(json{{"op", "status"}, {"id", stored}})["result"]["job"]["dest"], out("d.bin").string());
+  EXPECT_EQ(c.request(json{{"op", "status"}, {"id", stored}})["result"]["job"]["dest"],
+            out("d.bin").string());
 
   // Once the first job is finished (cancelled here), the dest is free again.
   json cancel = c.request(json{{"op", "cancel"}, {"id", slow[0]}});
@@ -393,7 +394,8 @@ TEST_F(ServeOps, StatsCountsJobsByState) {
   EXPECT_GE(s["bytes"].get<std::uint64_t>(), 5000u);
   for (const char* f : {"files_per_s", "mib_per_s", "uptime_s"}) EXPECT_TRUE(s[f].is_number()) << f;
   EXPECT_GT(s["uptime_s"].get<double>(), 0.0);
-  EXPECT_EQ(s.value("store", std::string()), db_path().string()) << "where the job store is (state.dir/jobs.db)";
+  EXPECT_EQ(s.value("store", std::string()), db_path().string())
+      << "where the job store is (state.dir/jobs.db)";
   json failed = c.request(json{{"op", "status"}, {"id", ids.back()}})["result"]["job"];
   EXPECT_EQ(failed["state"], "failed");
   EXPECT_NE(failed["error"].get<std::string>().find("404"), std::string::npos) << failed.dump();

@@ -255,13 +255,15 @@ TEST(SqliteOpen, AVersion2StoreIsMigratedAndKeepsItsJobs) {
     db.exec("BEGIN IMMEDIATE");
     db.exec(schema::kCreateV1);
     db.exec(schema::kMigrations[0]);
-    db.exec(fmt::format("PRAGMA application_id = {}; PRAGMA user_version = 2", schema::kApplicationId).c_str());
+    db.exec(
+        fmt::format("PRAGMA application_id = {}; PRAGMA user_version = 2", schema::kApplicationId).c_str());
     db.exec(
         "INSERT INTO jobs (key, url, dest, size, header_count, priority, state, attempts, error, bytes, "
         "created_ms, updated_ms, options, errors) VALUES ('client:k', 'http://h/a', '/out/a', 42, 0, 3, "
         "'queued', 2, 'HTTP 503', 7, 1000, 2000, '{\"retries\":5}', '[\"HTTP 502\",\"HTTP 503\"]')");
-    db.exec("INSERT INTO jobs (url, dest, priority, state, bytes, created_ms, updated_ms, finished_ms) VALUES "
-            "('http://h/b', '/out/b', 0, 'done', 9, 1000, 2000, 2000)");
+    db.exec(
+        "INSERT INTO jobs (url, dest, priority, state, bytes, created_ms, updated_ms, finished_ms) VALUES "
+        "('http://h/b', '/out/b', 0, 'done', 9, 1000, 2000, 2000)");
     db.exec("COMMIT");
   }
   {

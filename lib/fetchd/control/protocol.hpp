@@ -116,7 +116,8 @@ std::string encode_event(std::string_view event, std::string_view key, const nlo
 // options (only the keys set), `errors` the error lines of its last failed attempts (already redacted when
 // the transfer wrote them). `key` shows a client's key without the store's "client:"
 // prefix; any other key (the config's, which embeds the URL) is shown as null. A done job has `skipped`
-// (true: its destination existed and on_exists: skip kept it; nothing was downloaded); other states have none.
+// (true: its destination existed and on_exists: skip kept it; nothing was downloaded); other states have
+// none.
 nlohmann::json job_to_json(const store::Job& job);
 // The smaller job object of watch events: id, url (redacted), dest, state, attempts, bytes, size, error, and
 // skipped when done.

@@ -67,24 +67,26 @@ std::unordered_map<std::string, const config::Job*> config_jobs_by_key(const con
   return out;
 }
 
-// Creates the missing folders of `dir`, each mode 0755 less the umask: a first run with a socket or state folder
-// that does not exist yet just works. Throws std::runtime_error naming the folder, the error and `setting`
-// (the config key to change), e.g. for /run/fetchd when not run as root.
+// Creates the missing folders of `dir`, each mode 0755 less the umask: a first run with a socket or state
+// folder that does not exist yet just works. Throws std::runtime_error naming the folder, the error and
+// `setting` (the config key to change), e.g. for /run/fetchd when not run as root.
 void create_folders(const fs::path& dir, std::string_view what, std::string_view setting) {
   fs::path path;
   for (const auto& part : dir) {
     path /= part;
     if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) continue;
     const int err = errno;
-    throw std::runtime_error(fmt::format("cannot create the {} folder {}: {} (set {} in the config to a path in a "
-                                         "folder you may write; config/local.yaml is a setup for one user)",
-                                         what, path.string(), std::strerror(err), setting));
+    throw std::runtime_error(
+        fmt::format("cannot create the {} folder {}: {} (set {} in the config to a path in a "
+                    "folder you may write; config/local.yaml is a setup for one user)",
+                    what, path.string(), std::strerror(err), setting));
   }
   struct stat st {};
   const bool found = ::stat(dir.c_str(), &st) == 0;
   if (!found || !S_ISDIR(st.st_mode)) {
-    throw std::runtime_error(fmt::format("cannot use the {} folder {}: {} (set {} in the config)", what, dir.string(),
-                                         found ? "not a folder" : std::strerror(errno), setting));
+    throw std::runtime_error(fmt::format("cannot use the {} folder {}: {} (set {} in the config)", what,
+                                         dir.string(), found ? "not a folder" : std::strerror(errno),
+                                         setting));
   }
 }
 
@@ -280,11 +282,12 @@ int Daemon::run() {
   grace_timer_.stop();
 
   auto counts = store_->counts();
-  spdlog::info("serve: ready in {:.0f} ms; strategy={} concurrency={} output={} store={} queued={} "
-               "(from the job list: {} new)",
-               std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
-               config::to_string(config_->strategy.kind), config_->strategy.concurrency,
-               config_->output.dir.string(), store_path_.string(), counts.queued, added);
+  spdlog::info(
+      "serve: ready in {:.0f} ms; strategy={} concurrency={} output={} store={} queued={} "
+      "(from the job list: {} new)",
+      std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
+      config::to_string(config_->strategy.kind), config_->strategy.concurrency, config_->output.dir.string(),
+      store_path_.string(), counts.queued, added);
   notifier_.ready();
 
   loop_.run();
@@ -577,7 +580,8 @@ void Daemon::on_finished(const scheduler::JobRecord& job) {
       // does not count against its retries. A job that was queued or waiting to retry lost nothing: the store
       // already has it queued, with its attempts and its previous error, so nothing is written.
       if (job.interrupted) {
-        record(id, store::State::kQueued, std::max(0, attempts - 1), "interrupted by shutdown", job.last.bytes);
+        record(id, store::State::kQueued, std::max(0, attempts - 1), "interrupted by shutdown",
+               job.last.bytes);
       }
       return;
     }
