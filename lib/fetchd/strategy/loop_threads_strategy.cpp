@@ -32,7 +32,19 @@ LoopThreadsStrategy::LoopThreadsStrategy(const config::StrategyConfig& config, i
     l->thread = std::thread([this, raw = l.get(), share, file_threads, limiter, &ready] {
       run_loop(*raw, share, file_threads, limiter, &ready);
     });
-    started.get();  // the loop's inbox exists before anything is posted to it (rethrows its failure)
+    try {
+      started.get();  // the loop's inbox exists before anything is posted to it (rethrows its failure)
+    } catch (...) {
+      // No thread may outlive a constructor that throws: stop the loops that did start.
+      l->thread.join();
+      for (auto& other : loops_) {
+        if (other == l || !other->thread.joinable()) continue;
+        post(*other, Command{Command::Kind::kDrain, {}, 0});
+        other->thread.join();
+      }
+      joined_ = true;
+      throw;
+    }
   }
 }
 
