@@ -83,11 +83,20 @@ Sink::Sink(std::string dest, FileSystem& fs, bool sha512)
 }
 
 bool Sink::reset_digests() {
+  sha256_raw_.clear();
   return md_.reset() && (!md512_ || md512_->reset());
 }
 
 bool Sink::hash(const void* data, std::size_t size) {
+  sha256_raw_.clear();
   return md_.update(data, size) && (!md512_ || md512_->update(data, size));
+}
+
+// The SHA-256 of the bytes so far, finalised once however often it is asked (the transfer's verification and
+// the publish record both want it).
+const std::string& Sink::sha256_raw() const {
+  if (sha256_raw_.empty()) sha256_raw_ = md_.raw();
+  return sha256_raw_;
 }
 
 const std::string& Sink::identity() {
@@ -444,7 +453,7 @@ bool Sink::commit(CommitOptions options) {
   if (record_on_disk_) (void)fs_.remove_xattr(fd_.get(), kResumeXattr);
   record_on_disk_ = false;
   if (options.publish_job != 0) {
-    const std::string digest = md_.raw();
+    const std::string& digest = sha256_raw();
     if (digest.size() != 32) return fail(0, "sha256: EVP_DigestFinal_ex failed");
     std::string record(kPublishRecordSize, '\0');
     record[0] = 1;
@@ -516,7 +525,7 @@ bool Sink::discard() {
 }
 
 std::string Sink::sha256_hex() const {
-  return md_.hex();
+  return core::to_hex(sha256_raw());
 }
 
 std::string Sink::sha512_hex() const {

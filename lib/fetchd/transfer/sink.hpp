@@ -124,6 +124,7 @@ class Sink {
 
   bool reset_digests();
   bool hash(const void* data, std::size_t size);
+  const std::string& sha256_raw() const;
   bool load_resume();
   const std::string& identity();
   bool write_record();
@@ -148,6 +149,7 @@ class Sink {
   ino_t part_ino_ = 0;
   core::Digest md_;
   std::optional<core::Digest> md512_;  // only when asked for
+  mutable std::string sha256_raw_;     // md_ finalised; "" until asked, cleared by every hash() or reset
   std::uint64_t bytes_ = 0;
   std::string source_;
   std::string identity_;  // SHA-256 of source_, hex; "" until needed
