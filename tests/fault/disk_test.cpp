@@ -197,7 +197,7 @@ class InjectedDiskFault : public ::testing::Test {
   }
   void TearDown() override {
     EXPECT_TRUE(origin_.wait_for([](const origin::OriginStats& s) { return s.connections == 0; }, 10s));
-    EXPECT_TRUE(wait_fds_back(baseline_, 5s)) << describe_fds();
+    EXPECT_TRUE(fds_back(baseline_)) << describe_fds();
     fs::remove_all(dir_);
   }
 

@@ -138,15 +138,8 @@ std::string describe_fds() {
   return s;
 }
 
-bool wait_fds_back(std::size_t baseline, std::chrono::milliseconds limit) {
-  // The connection sockets of the in-process origin and proxy are closed on their threads right after they
-  // noticed the client's close; poll that condition with a deadline (a failsafe, not the synchronisation).
-  const auto deadline = Clock::now() + limit;
-  for (;;) {
-    if (count_fds() <= baseline) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
+bool fds_back(std::size_t baseline) {
+  return count_fds() <= baseline;
 }
 
 SilentListener::SilentListener() {
@@ -437,7 +430,7 @@ void FaultTest::TearDown() {
     EXPECT_EQ(origin_->stop(), 0) << "the origin's loop did not close cleanly";
     origin_.reset();
   }
-  EXPECT_TRUE(wait_fds_back(fd_baseline_, 5s))
+  EXPECT_TRUE(fds_back(fd_baseline_))
       << "open descriptors: " << count_fds() << ", baseline " << fd_baseline_ << "\nnow:\n"
       << describe_fds() << "baseline:\n"
       << fd_baseline_list_;
