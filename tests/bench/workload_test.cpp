@@ -165,6 +165,35 @@ TEST(JobList, WithoutFilesIsAnEmptyJobListTheLoaderAccepts) {
   EXPECT_TRUE(cfg.jobs.empty());
 }
 
+TEST(DaemonConfig, LoadsWithTheRealConfigLoaderWithTheJobListsSettings) {
+  auto dir = TempDir::create("fetchd-bench-test-");
+  const auto out_dir = dir.path() / "out: \"x\" #1";
+  const JobListSettings settings{.strategy = "process-pool",
+                                 .concurrency = 8,
+                                 .output_dir = out_dir,
+                                 .fsync = true,
+                                 .workers = 8,
+                                 .inner = "blocking"};
+  auto yaml = make_daemon_config(settings, dir.path() / "ctl.sock", dir.path() / "state");
+  auto cfg = config::load_config_text(yaml, "fetchd.yaml", dir.path());
+  EXPECT_EQ(cfg.strategy.kind, config::StrategyKind::kProcessPool);
+  EXPECT_EQ(cfg.strategy.concurrency, 8);
+  EXPECT_EQ(cfg.strategy.workers, 8);
+  EXPECT_EQ(cfg.strategy.inner, config::InnerKind::kBlocking);
+  EXPECT_EQ(cfg.output.dir, out_dir);
+  EXPECT_EQ(cfg.output.on_exists, core::OnExists::kOverwrite);
+  EXPECT_TRUE(cfg.output.fsync);
+  EXPECT_EQ(cfg.defaults.retry.retries, 0);
+  EXPECT_EQ(cfg.log.level, "warn");
+  EXPECT_EQ(cfg.control.socket, dir.path() / "ctl.sock");
+  EXPECT_EQ(cfg.state.dir, dir.path() / "state");
+  EXPECT_EQ(cfg.state.synchronous, config::StateConfig{}.synchronous);  // the default durability
+  EXPECT_EQ(cfg.state.history_max_jobs, 0U);
+  EXPECT_EQ(cfg.shutdown.grace, std::chrono::seconds(1));
+  EXPECT_TRUE(cfg.jobs.empty());
+  EXPECT_EQ(yaml.find("synchronous"), std::string::npos) << yaml;
+}
+
 TEST(DescribeWorkload, NamesEverythingThatShapesTheNumbers) {
   WorkloadSpec spec;
   auto line = describe_workload(spec);

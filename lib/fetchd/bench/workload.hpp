@@ -79,6 +79,12 @@ struct JobList {
 JobList make_job_list(const JobListSettings& settings, std::span<const WorkloadFile> files,
                       const JobListLimits& limits);
 
+// The `fetchd serve` config of a `--via serve` row: the job list's strategy, output and defaults, the control
+// socket and job store at the given paths, log at warn, a 1 s shutdown grace. The store keeps its default
+// durability (synchronous: full), as a user's daemon would, and every finished job (no history limit).
+std::string make_daemon_config(const JobListSettings& settings, const std::filesystem::path& socket,
+                               const std::filesystem::path& state_dir);
+
 std::uint64_t total_bytes(const WorkloadSpec& spec);
 
 // The line printed above the table: "workload: 10000 files x 4KiB = 39.1 MiB, origin latency 25ms, fsync off
