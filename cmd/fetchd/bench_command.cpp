@@ -30,6 +30,7 @@ struct BenchArgs {
   std::string latency;
   std::string concurrency;
   std::string strategies = "all";
+  std::string via = "run";
   int workers = 0;
   std::string json;
   std::string csv;
@@ -94,6 +95,8 @@ int bench_main(const BenchArgs& args) {
   if (!profiles) return usage_error(error);
   auto strategies = bench::parse_strategy_list(args.strategies, &error);
   if (!strategies) return usage_error("--strategies: " + error);
+  auto via = bench::parse_via(args.via, &error);
+  if (!via) return usage_error("--via: " + error);
   if (args.has_workers && args.workers < 1) {
     return usage_error("--workers must be at least 1, got " + std::to_string(args.workers));
   }
@@ -102,6 +105,7 @@ int bench_main(const BenchArgs& args) {
   options.profiles = std::move(*profiles);
   options.strategies = std::move(*strategies);
   options.workers = args.workers;
+  options.via = *via;
   options.json_path = args.json;
   options.csv_path = args.csv;
   options.plot_path = args.plot;
@@ -149,6 +153,12 @@ void register_bench(CLI::App& app, int& exit_code) {
       "Comma-separated concurrency levels, one row each, for every profile (default: the profile's own)");
   sub->add_option("--strategies", args->strategies,
                   "Comma-separated strategies, or 'all' (" + strategy_names() + ")")
+      ->capture_default_str();
+  sub->add_option(
+         "--via", args->via,
+         "How each row runs fetchd: run (`fetchd run` on a job list) or serve (`fetchd serve` with its "
+         "job store, the jobs submitted over its control socket: the daemon's real path; wall time from "
+         "the first submit byte to the last finished job)")
       ->capture_default_str();
   auto* workers = sub->add_option("--workers", args->workers,
                                   "Worker processes of process-pool rows (default: one per CPU)");

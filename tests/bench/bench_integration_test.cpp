@@ -113,6 +113,51 @@ TEST_F(BenchBinary, TinyWorkloadProducesAVerifiedRow) {
   EXPECT_EQ(entries(), std::vector<std::string>{"out.json"});
 }
 
+// The daemon's real path: `fetchd serve` started per row, the jobs submitted over its control socket.
+TEST_F(BenchBinary, ServeRowSubmitsToTheDaemonAndVerifiesEveryFile) {
+  const auto json_path = dir_.path() / "out.json";
+  const auto csv_path = dir_.path() / "out.csv";
+  auto status = run_bench_binary({"--via", "serve", "--files", "50", "--size", "4KiB", "--latency", "0ms",
+                                  "--concurrency", "8", "--strategies", "event-loop", "--json",
+                                  json_path.string(), "--csv", csv_path.string()});
+  ASSERT_TRUE(status.success()) << status.describe();
+
+  auto rows = read_json(json_path);
+  ASSERT_TRUE(rows.is_array());
+  ASSERT_EQ(rows.size(), 1U);
+  const auto& row = rows[0];
+  EXPECT_EQ(row["via"], "serve");
+  EXPECT_EQ(row["strategy"], "event-loop");
+  EXPECT_EQ(row["concurrency"], 8);
+  EXPECT_EQ(row["files"], 50);
+  EXPECT_EQ(row["bytes"], 50 * 4096);
+  EXPECT_EQ(row["failures"], 0);
+  EXPECT_EQ(row["verify_failures"], 0);
+  EXPECT_EQ(row["child_failed"], 0);
+  EXPECT_EQ(row["inline_checks"], true);
+  EXPECT_EQ(row["child_status"], "exit 0");  // it stopped cleanly on bench's SIGTERM
+  ASSERT_TRUE(row["submit_ack_s"].is_number()) << row;
+  EXPECT_GT(row["submit_ack_s"].get<double>(), 0.0);
+  ASSERT_TRUE(row["wall_s"].is_number()) << row;
+  EXPECT_GT(row["wall_s"].get<double>(), 0.0);
+  EXPECT_GT(row["files_per_s"].get<double>(), 0.0);
+  // The daemon's own CPU and memory, from wait4() after it exited.
+  EXPECT_GT(row["cpu_s"].get<double>(), 0.0);
+  EXPECT_GT(row["maxrss_mib"].get<double>(), 0.0);
+  EXPECT_GT(row["tree_samples"].get<int>(), 0);
+  // It lived longer than the jobs took: start-up before the first submit, shutdown after the last job.
+  EXPECT_GT(row["process_wall_s"].get<double>(), row["wall_s"].get<double>());
+  EXPECT_FALSE(row.contains("error"));
+
+  const auto csv = read_text(csv_path);
+  EXPECT_EQ(csv.rfind("profile,strategy,via,", 0), 0U) << csv;
+  EXPECT_NE(csv.find(",serve,"), std::string::npos) << csv;
+  // The row's temp dir (config, store, socket, downloads) is gone.
+  std::set<std::string> names;
+  for (const auto& name : entries()) names.insert(name);
+  EXPECT_EQ(names, (std::set<std::string>{"out.json", "out.csv"}));
+}
+
 TEST_F(BenchBinary, RefusesAbsurdInputsWithUsageStatus) {
   const std::vector<std::vector<std::string>> cases = {
       {"--files", "0"},
@@ -128,6 +173,8 @@ TEST_F(BenchBinary, RefusesAbsurdInputsWithUsageStatus) {
       {"--workers", "0"},
       {"--csv", "/nonexistent/out.csv"},
       {"--plot", "/nonexistent/out.svg"},
+      {"--via", "daemon"},
+      {"--via", ""},
   };
   for (const auto& args : cases) {
     auto status = run_bench_binary(args);
@@ -187,6 +234,32 @@ TEST_F(BenchBinary, WrongFilesAreFailuresNeverAResult) {
   EXPECT_FALSE(row.files_per_s());
   EXPECT_EQ(row.child_status, "exit 1");
   EXPECT_NE(out.str().find("workload: 10 files"), std::string::npos) << out.str();
+}
+
+// The daemon's failed jobs are the row's failures: found by `stats`, listed for their finish times.
+TEST_F(BenchBinary, ServeRowCountsTheDaemonsFailedJobs) {
+  BenchOptions options;
+  options.profiles = {custom({.files = 10, .size = 1000, .latency = 0ms, .fsync = false}, {4})};
+  options.strategies = {"event-loop"};
+  options.self_exe = bin_;
+  options.via = Via::kServe;
+  options.expected_sha256 = [](std::uint64_t, std::uint64_t) { return std::string(64, '0'); };
+  std::ostringstream out;
+  auto result = run_bench(options, out);
+  EXPECT_FALSE(result.ok());
+  EXPECT_TRUE(result.error.empty()) << result.error;
+  ASSERT_EQ(result.rows.size(), 1U);
+  const auto& row = result.rows[0];
+  EXPECT_EQ(row.via, "serve");
+  EXPECT_EQ(row.child_failed, 10U);  // the daemon's inline check
+  EXPECT_EQ(row.verify_failures, 10U);
+  EXPECT_EQ(row.failures, 10U);
+  EXPECT_FALSE(row.files_per_s());
+  ASSERT_TRUE(row.wall_s);  // the failed jobs' finish times still end the row
+  EXPECT_GT(*row.wall_s, 0.0);
+  EXPECT_EQ(row.child_status, "exit 0");
+  EXPECT_EQ(row.error, "fetchd serve: 10 of 10 jobs failed");
+  EXPECT_NE(out.str().find("(via serve)"), std::string::npos) << out.str();
 }
 
 // Without checksums in the job list (too big for the loader), fetchd run succeeds; bench's own check must
@@ -290,13 +363,13 @@ TEST_F(BenchBinary, TinySweepOfEveryStrategyWritesJsonCsvAndPlot) {
 
   // CSV: a header and one line per row, in the same order.
   auto csv = read_text(csv_path);
-  EXPECT_EQ(csv.rfind("profile,strategy,concurrency,workers,files,bytes,wall_s,files_per_s,mib_per_s,cpu_s,"
-                      "cpu_percent,peak_rss_mib,tree_peak_rss_mib,failures,refused\r\n",
+  EXPECT_EQ(csv.rfind("profile,strategy,via,concurrency,workers,files,bytes,wall_s,submit_ack_s,files_per_s,"
+                      "mib_per_s,cpu_s,cpu_percent,peak_rss_mib,tree_peak_rss_mib,failures,refused\r\n",
                       0),
             0U)
       << csv;
   EXPECT_EQ(static_cast<std::size_t>(std::ranges::count(csv, '\n')), rows.size() + 1);
-  EXPECT_NE(csv.find("\r\ncustom,process-pool-blocking,8,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\r\ncustom,process-pool-blocking,run,8,"), std::string::npos) << csv;
 
   // SVG: one polyline per measured strategy in each of the two panels.
   auto svg = read_text(svg_path);

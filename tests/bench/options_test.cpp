@@ -101,6 +101,25 @@ TEST(ParseStrategyList, RefusesAllMixedWithNames) {
   EXPECT_NE(error.find("'all'"), std::string::npos) << error;
 }
 
+TEST(ParseVia, RunAndServe) {
+  EXPECT_EQ(parse_via("run"), Via::kRun);
+  EXPECT_EQ(parse_via("serve"), Via::kServe);
+  EXPECT_EQ(parse_via(" serve "), Via::kServe);
+  EXPECT_EQ(to_string(Via::kRun), "run");
+  EXPECT_EQ(to_string(Via::kServe), "serve");
+}
+
+TEST(ParseVia, RefusesAnythingElseNamingTheChoices) {
+  for (std::string_view text : {"", "daemon", "Serve", "run,serve", "all"}) {
+    std::string error;
+    EXPECT_FALSE(parse_via(text, &error)) << text;
+    EXPECT_NE(error.find("known: run, serve"), std::string::npos) << error;
+  }
+  std::string error;
+  parse_via("daemon", &error);
+  EXPECT_NE(error.find("'daemon'"), std::string::npos) << error;
+}
+
 TEST(Profiles, DefaultsAreTheDocumentedWorkloads) {
   auto latency = latency_profile();
   EXPECT_EQ(latency.name, "latency");

@@ -80,8 +80,8 @@ TEST(Table, RowLinesUpWithHeader) {
   auto header = format_table_header();
   auto line = format_table_row(good_row());
   EXPECT_EQ(header.size(), line.size()) << header << "\n" << line;
-  for (std::string_view column : {"strategy", "concurrency", "files", "MiB", "wall s", "files/s", "MiB/s",
-                                  "CPU s", "CPU %", "peak MiB", "tree MiB", "failures"}) {
+  for (std::string_view column : {"strategy", "via", "concurrency", "files", "MiB", "wall s", "ack s",
+                                  "files/s", "MiB/s", "CPU s", "CPU %", "peak MiB", "tree MiB", "failures"}) {
     EXPECT_NE(header.find(column), std::string::npos) << column;
   }
   EXPECT_EQ(line.rfind("event-loop", 0), 0U) << line;
@@ -90,6 +90,28 @@ TEST(Table, RowLinesUpWithHeader) {
   EXPECT_NE(line.find(" 42.3 "), std::string::npos) << line;
   EXPECT_NE(line.find(" 40.5 "), std::string::npos) << line;
   EXPECT_NE(line.find(" 60 "), std::string::npos) << line;  // CPU %
+}
+
+TEST(Table, AServeRowShowsViaAndItsSubmitTime) {
+  auto row = good_row();
+  row.via = "serve";
+  row.submit_ack_s = 0.125;
+  auto line = format_table_row(row);
+  EXPECT_EQ(line.size(), format_table_header().size()) << line;
+  EXPECT_NE(line.find(" serve "), std::string::npos) << line;
+  EXPECT_NE(line.find(" 0.125 "), std::string::npos) << line;
+  // A run row has no submit time: a dash.
+  auto run_line = format_table_row(good_row());
+  EXPECT_NE(run_line.find(" run "), std::string::npos) << run_line;
+  EXPECT_NE(run_line.find(" - "), std::string::npos) << run_line;
+}
+
+TEST(Table, TheFootnoteNamesTheChildItMeasures) {
+  EXPECT_NE(table_footnote().find("`fetchd run`"), std::string::npos);
+  EXPECT_EQ(table_footnote().find("serve"), std::string::npos);
+  const auto serve = table_footnote("serve");
+  EXPECT_NE(serve.find("`fetchd serve`"), std::string::npos) << serve;
+  EXPECT_NE(serve.find("ack s"), std::string::npos) << serve;
 }
 
 TEST(Table, TheLongestStrategyNameFits) {
@@ -118,27 +140,12 @@ TEST(Table, FailedRowShowsDashesNotRates) {
 
 TEST(Json, HasEveryRequiredKey) {
   auto j = row_to_json(good_row());
-  for (const char* key : {"strategy",
-                          "concurrency",
-                          "files",
-                          "bytes",
-                          "wall_s",
-                          "files_per_s",
-                          "mib_per_s",
-                          "cpu_s",
-                          "peak_rss_mib",
-                          "failures",
-                          "profile",
-                          "cpu_percent",
-                          "tree_peak_rss_mib",
-                          "refused",
-                          "workers",
-                          "process_wall_s",
-                          "inline_checks",
-                          "maxrss_mib",
-                          "tree_samples",
-                          "sampler_cpu_s",
-                          "estimated_mib"}) {
+  for (const char* key :
+       {"strategy",     "via",           "submit_ack_s",   "concurrency",   "files",
+        "bytes",        "wall_s",        "files_per_s",    "mib_per_s",     "cpu_s",
+        "peak_rss_mib", "failures",      "profile",        "cpu_percent",   "tree_peak_rss_mib",
+        "refused",      "workers",       "process_wall_s", "inline_checks", "maxrss_mib",
+        "tree_samples", "sampler_cpu_s", "estimated_mib"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["strategy"], "event-loop");
@@ -153,7 +160,18 @@ TEST(Json, HasEveryRequiredKey) {
   EXPECT_EQ(j["profile"], "latency");
   EXPECT_TRUE(j["refused"].is_null());
   EXPECT_TRUE(j["workers"].is_null());
+  EXPECT_EQ(j["via"], "run");
+  EXPECT_TRUE(j["submit_ack_s"].is_null());
   EXPECT_FALSE(j.contains("error"));
+}
+
+TEST(Json, AServeRowHasItsSubmitTime) {
+  auto row = good_row();
+  row.via = "serve";
+  row.submit_ack_s = 0.25;
+  auto j = row_to_json(row);
+  EXPECT_EQ(j["via"], "serve");
+  EXPECT_DOUBLE_EQ(j["submit_ack_s"].get<double>(), 0.25);
 }
 
 TEST(Json, RefusedRowHasItsReasonAndNulls) {
@@ -229,12 +247,15 @@ std::vector<std::string> csv_lines(const std::string& text) {
 TEST(Csv, HeaderAndOneLinePerRowWithTheJsonValues) {
   auto refused = refused_row();
   refused.refused = "needs \"more\", much more";  // a comma and quotes: must be quoted
-  std::vector<Row> rows{good_row(), refused};
+  auto serve = good_row();
+  serve.via = "serve";
+  serve.submit_ack_s = 0.5;
+  std::vector<Row> rows{good_row(), refused, serve};
   auto lines = csv_lines(rows_to_csv(rows));
-  ASSERT_EQ(lines.size(), 3U);
+  ASSERT_EQ(lines.size(), 4U);
   EXPECT_EQ(lines[0],
-            "profile,strategy,concurrency,workers,files,bytes,wall_s,files_per_s,mib_per_s,cpu_s,cpu_percent,"
-            "peak_rss_mib,tree_peak_rss_mib,failures,refused");
+            "profile,strategy,via,concurrency,workers,files,bytes,wall_s,submit_ack_s,files_per_s,mib_per_s,"
+            "cpu_s,cpu_percent,peak_rss_mib,tree_peak_rss_mib,failures,refused");
   const auto columns = csv_columns();
   for (std::size_t r = 0; r < rows.size(); ++r) {
     auto fields = parse_csv_line(lines[r + 1]);

@@ -4,7 +4,9 @@
 // a child process, asks the binary which strategies it has (an empty job list per strategy), and for each
 // profile, strategy and concurrency either refuses the row up front (guard_rails.hpp) or runs `fetchd run` as
 // a fresh child on the profile's generated workload: CPU and ru_maxrss from wait4(), the peak of the process
-// tree's summed RSS sampled from /proc meanwhile, then every file verified on disk by bench itself.
+// tree's summed RSS sampled from /proc meanwhile, then every file verified on disk by bench itself. With
+// `--via serve` a row runs `fetchd serve` instead and submits the workload over its control socket
+// (control_client.hpp); its wall time comes from the daemon's store, its CPU from wait4() after SIGTERM.
 // Thread: the main thread; run_bench installs SIGINT/SIGTERM handlers for its duration.
 
 #include <chrono>
@@ -37,8 +39,16 @@ struct BenchOptions {
   bool keep = false;                            // keep each row's temp dir (its job list, summary and files)
   std::string self_exe = "/proc/self/exe";
   std::chrono::milliseconds origin_startup_timeout{10'000};
-  std::chrono::milliseconds probe_timeout{10'000};           // for `fetchd run` on an empty job list
-  std::chrono::milliseconds sample_interval{25};             // of the process tree's RSS during a row
+  std::chrono::milliseconds probe_timeout{10'000};  // for `fetchd run` on an empty job list
+  std::chrono::milliseconds sample_interval{25};    // of the process tree's RSS during a row
+  Via via = Via::kRun;                              // `fetchd run` or `fetchd serve` per row
+  // Serve rows: until the control socket accepts; for a reply (a submit's, while any byte moves); between
+  // two `stats` requests; without a finished job or a byte downloaded; from SIGTERM to the daemon's exit.
+  std::chrono::milliseconds daemon_startup_timeout{10'000};
+  std::chrono::milliseconds control_timeout{30'000};
+  std::chrono::milliseconds stats_interval{50};
+  std::chrono::milliseconds serve_stall_timeout{60'000};
+  std::chrono::milliseconds daemon_stop_timeout{10'000};
   ExpectedSha256 expected_sha256 = origin::body_sha256_hex;  // tests may inject their own
   JobListLimits job_list_limits{config::kMaxConfigBytes, config::kMaxUrlsFileBytes};
   GuardRails guard_rails = GuardRails::defaults();

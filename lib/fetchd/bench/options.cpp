@@ -130,6 +130,18 @@ int workers_for(const StrategyVariant& variant, int concurrency, int workers_opt
   return std::min(wanted, concurrency);
 }
 
+std::string_view to_string(Via via) {
+  return via == Via::kServe ? "serve" : "run";
+}
+
+std::optional<Via> parse_via(std::string_view text, std::string* error) {
+  const auto name = trim(text);
+  if (name == "run") return Via::kRun;
+  if (name == "serve") return Via::kServe;
+  set_error(error, fmt::format("unknown way to run fetchd '{}' (known: run, serve)", name));
+  return std::nullopt;
+}
+
 Profile latency_profile() {
   return {"latency",
           "many small files behind a per-request latency: concurrency is what matters",

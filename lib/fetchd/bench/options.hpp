@@ -72,6 +72,15 @@ std::optional<std::vector<int>> parse_concurrency_list(std::string_view text, st
 std::optional<std::vector<std::string>> parse_strategy_list(std::string_view text,
                                                             std::string* error = nullptr);
 
+// How a row drives fetchd: `fetchd run` on a job list (the default), or `fetchd serve` with the jobs
+// submitted over its control socket, the product's real path.
+enum class Via { kRun, kServe };
+
+std::string_view to_string(Via via);  // "run", "serve"
+
+// "run" or "serve"; anything else is refused with a message naming both.
+std::optional<Via> parse_via(std::string_view text, std::string* error = nullptr);
+
 // A workload profile: one table section of the report, measuring one thing.
 struct Profile {
   std::string name;  // "latency", "cpu", or "custom" for --files/--size/--latency

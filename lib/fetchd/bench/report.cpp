@@ -17,9 +17,10 @@ constexpr std::string_view kNotMeasured = "-";
 constexpr double kPercent = 100.0;
 
 constexpr std::string_view kCsvColumns[] = {
-    "profile",     "strategy",     "concurrency",       "workers",   "files",
-    "bytes",       "wall_s",       "files_per_s",       "mib_per_s", "cpu_s",
-    "cpu_percent", "peak_rss_mib", "tree_peak_rss_mib", "failures",  "refused"};
+    "profile",   "strategy", "via",         "concurrency",  "workers",
+    "files",     "bytes",    "wall_s",      "submit_ack_s", "files_per_s",
+    "mib_per_s", "cpu_s",    "cpu_percent", "peak_rss_mib", "tree_peak_rss_mib",
+    "failures",  "refused"};
 
 std::string number_or_dash(std::optional<double> value, int precision) {
   if (!value) return std::string(kNotMeasured);
@@ -79,41 +80,50 @@ std::size_t strategy_column_width() {
 }
 
 std::string format_table_header(std::size_t strategy_width) {
-  return fmt::format("{:<{}} {:>11} {:>8} {:>9} {:>8} {:>10} {:>8} {:>7} {:>6} {:>9} {:>9} {:>8}",
-                     kStrategyHeader, strategy_width, "concurrency", "files", "MiB", "wall s", "files/s",
-                     "MiB/s", "CPU s", "CPU %", "peak MiB", "tree MiB", "failures");
+  return fmt::format("{:<{}} {:<5} {:>11} {:>8} {:>9} {:>8} {:>6} {:>10} {:>8} {:>7} {:>6} {:>9} {:>9} {:>8}",
+                     kStrategyHeader, strategy_width, "via", "concurrency", "files", "MiB", "wall s", "ack s",
+                     "files/s", "MiB/s", "CPU s", "CPU %", "peak MiB", "tree MiB", "failures");
 }
 
 std::string format_table_row(const Row& row, std::size_t strategy_width) {
   if (row.refused) {
-    return fmt::format("{:<{}} {:>11} {:>8}   refused: {}", row.strategy, strategy_width, row.concurrency,
-                       row.files, *row.refused);
+    return fmt::format("{:<{}} {:<5} {:>11} {:>8}   refused: {}", row.strategy, strategy_width, row.via,
+                       row.concurrency, row.files, *row.refused);
   }
-  return fmt::format("{:<{}} {:>11} {:>8} {:>9.2f} {:>8} {:>10} {:>8} {:>7.2f} {:>6} {:>9} {:>9} {:>8}",
-                     row.strategy, strategy_width, row.concurrency, row.files,
-                     static_cast<double>(row.bytes) / kMiB, number_or_dash(row.wall_s, 2),
-                     number_or_dash(row.files_per_s(), 0), number_or_dash(row.mib_per_s(), 1), row.cpu_s(),
-                     number_or_dash(row.cpu_percent(), 0), number_or_dash(row.peak_rss_mib(), 1),
-                     number_or_dash(row.tree_peak_rss_mib, 1), row.failures);
+  return fmt::format(
+      "{:<{}} {:<5} {:>11} {:>8} {:>9.2f} {:>8} {:>6} {:>10} {:>8} {:>7.2f} {:>6} {:>9} {:>9} {:>8}",
+      row.strategy, strategy_width, row.via, row.concurrency, row.files,
+      static_cast<double>(row.bytes) / kMiB, number_or_dash(row.wall_s, 2),
+      number_or_dash(row.submit_ack_s, 3), number_or_dash(row.files_per_s(), 0),
+      number_or_dash(row.mib_per_s(), 1), row.cpu_s(), number_or_dash(row.cpu_percent(), 0),
+      number_or_dash(row.peak_rss_mib(), 1), number_or_dash(row.tree_peak_rss_mib, 1), row.failures);
 }
 
-std::string table_footnote() {
-  return "CPU s: user+sys of `fetchd run` and every process it reaped (wait4); CPU %: of one core, over its "
-         "life.\n"
-         "peak MiB: ru_maxrss of `fetchd run`, for process pools the peak sum of RSS over its process tree; "
-         "tree "
-         "MiB: that sampled tree peak, for every row.";
+std::string table_footnote(std::string_view via) {
+  std::string text = fmt::format(
+      "CPU s: user+sys of `fetchd {0}` and every process it reaped (wait4); CPU %: of one core, over\n"
+      "its life. peak MiB: ru_maxrss of `fetchd {0}`, for process pools the peak sum of RSS over its\n"
+      "process tree; tree MiB: that sampled tree peak, for every row.",
+      via);
+  if (via == "serve") {
+    text +=
+        "\nwall s: first submit byte to the last job's finish time in the daemon's store; ack s: to the\n"
+        "last submit's ok. CPU s is the daemon's whole life: start-up, store, stats and list, shutdown.";
+  }
+  return text;
 }
 
 nlohmann::json row_to_json(const Row& row) {
   nlohmann::json j = {
       {"profile", row.profile},
       {"strategy", row.strategy},
+      {"via", row.via},
       {"concurrency", row.concurrency},
       {"workers", json_or_null(row.workers)},
       {"files", row.files},
       {"bytes", row.bytes},
       {"wall_s", json_or_null(row.wall_s)},
+      {"submit_ack_s", json_or_null(row.submit_ack_s)},
       {"files_per_s", json_or_null(row.files_per_s())},
       {"mib_per_s", json_or_null(row.mib_per_s())},
       {"cpu_s", row.measured() ? nlohmann::json(row.cpu_s()) : nlohmann::json(nullptr)},

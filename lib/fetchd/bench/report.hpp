@@ -10,20 +10,26 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace fetchd::bench {
 
 struct Row {
   std::string profile;  // "latency", "cpu", "custom"
   std::string strategy;
+  std::string via = "run";  // how fetchd ran: "run" (a job list) or "serve" (jobs submitted to the daemon)
   int concurrency = 0;
   std::optional<int> workers;    // worker processes of a process pool
   std::uint64_t files = 0;       // in the workload
   std::uint64_t size = 0;        // of each file
   std::uint64_t bytes = 0;       // verified on disk
   std::optional<double> wall_s;  // the child's transfer phase (its summary's wall_s); none without a summary
-  double process_wall_s = 0;     // the child's whole lifetime: start-up, config loading, exit
-  double cpu_user_s = 0;         // of the child and every descendant it reaped, from wait4()
+  // A serve row's wall_s runs from the first byte of the first submit to the last job's `finished` time in
+  // the daemon's store.
+  double process_wall_s = 0;  // the child's whole lifetime: start-up, config loading, exit
+  // A serve row: from the first byte of the first submit to the last submit's ok reply. None for run rows.
+  std::optional<double> submit_ack_s;
+  double cpu_user_s = 0;  // of the child and every descendant it reaped, from wait4()
   double cpu_sys_s = 0;
   double maxrss_mib = 0;  // wait4()'s ru_maxrss: the largest single process of the tree, never a sum
   // The peak of the sum of RSS over the child's process tree, sampled from /proc during the row.
@@ -62,10 +68,12 @@ std::size_t strategy_column_width();
 std::string format_table_header(std::size_t strategy_width = strategy_column_width());
 // A refused row keeps the first three columns and then says "refused: <why>".
 std::string format_table_row(const Row& row, std::size_t strategy_width = strategy_column_width());
-// What the CPU and memory columns mean, printed under each table (two lines, no final newline).
-std::string table_footnote();
+// What the CPU and memory columns mean, printed under each table (two or three lines, no final newline);
+// `via` names the child they measure.
+std::string table_footnote(std::string_view via = "run");
 
-// Keys: profile, strategy, concurrency, workers, files, bytes, wall_s, files_per_s, mib_per_s, cpu_s,
+// Keys: profile, strategy, via, concurrency, workers, files, bytes, wall_s, submit_ack_s, files_per_s,
+// mib_per_s, cpu_s,
 // cpu_percent, peak_rss_mib, tree_peak_rss_mib, failures, refused; and size, process_wall_s, cpu_user_s,
 // cpu_sys_s, maxrss_mib, tree_samples, tree_peak_processes, tree_peak_threads, tree_cpu_s, sampler_cpu_s,
 // estimated_mib, verify_failures, child_failed, child_status, inline_checks, interrupted, error (only when
