@@ -296,6 +296,23 @@ TEST_F(Durability, DoneEventsGoOutOnlyAfterTheCommit) {
   EXPECT_EQ(c.request(json{{"op", "status"}, {"id", ids[0]}})["result"]["job"]["state"], "done");
 }
 
+// A start is written lazily (a short transfer's store write is its outcome alone), but no later than the next
+// tick: the stats event of that tick comes after the commit. A kill -9 then counts the attempt.
+TEST_F(Durability, AJobRunningForATickIsDurablyRunning) {
+  ASSERT_TRUE(start());
+  auto w = watch();
+  auto c = connect();
+  auto ids = submit(c, json::array({job(100, "slow.bin", 1, "30s")}));
+  ASSERT_EQ(ids.size(), 1u);
+  w.read_until([](const json& e) { return e.value("event", "") == "started"; }, deadline_in(kFailsafe));
+  w.read_until([](const json& e) { return e.value("event", "") == "stats"; }, deadline_in(kFailsafe));
+  daemon_->kill9();
+  auto jobs = read_jobs(db_path());
+  ASSERT_TRUE(jobs.count(ids[0]));
+  EXPECT_EQ(jobs[ids[0]].state, "running");
+  EXPECT_EQ(jobs[ids[0]].attempts, 1) << "the attempt the kill cut off counts";
+}
+
 TEST_F(Durability, Kill9AtARandomMomentOf2000Jobs) {
   run(1);
 }

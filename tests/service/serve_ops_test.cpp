@@ -545,6 +545,46 @@ TEST_F(ServeOps, AHigherPriorityJobStartsFirst) {
       << "expected priority 7, 5, then the two with priority 0 in submit order";
 }
 
+// Outcomes are committed in groups, a little after the transfers end; the window must never read a job that
+// finished meanwhile as still queued and run it again. Higher-priority submits in the middle make the window
+// read the queue again from its start, over jobs that just finished.
+TEST_F(ServeOps, EveryJobRunsOnceWhileTheWindowRereadsTheQueue) {
+  config_.concurrency = 16;
+  ASSERT_TRUE(start());
+  auto c = connect();
+  auto w = watch();
+  constexpr int kJobs = 2500;  // more than the window (1,024 jobs): the rest is read from the store
+  json jobs = json::array();
+  for (int i = 0; i < kJobs; ++i) jobs.push_back(job(10, "w" + std::to_string(i), static_cast<std::uint64_t>(i)));
+  auto ids = submit(c, jobs);
+  ASSERT_EQ(ids.size(), static_cast<std::size_t>(kJobs));
+  std::set<std::int64_t> all(ids.begin(), ids.end());
+  for (int i = 0; i < 20; ++i) {
+    // Each after some more jobs finished.
+    w.read_until([](const json& e) { return e.value("event", "") == "done"; }, deadline_in(kFailsafe));
+    json urgent = job(10, "u" + std::to_string(i), 10000 + static_cast<std::uint64_t>(i));
+    urgent["priority"] = 1;
+    auto id = submit(c, json::array({urgent}));
+    ASSERT_EQ(id.size(), 1u);
+    all.insert(id[0]);
+  }
+  auto finals = wait_finished(w, all);
+  ASSERT_EQ(finals.size(), all.size());
+  for (const auto& [path, n] : requests_.snapshot()) EXPECT_EQ(n, 1u) << path << " was downloaded " << n << " times";
+  EXPECT_EQ(requests_.snapshot().size(), all.size());
+  // A second run would find its own published file, and say so.
+  EXPECT_EQ(daemon_->log().find("already holds this job's own download"), std::string::npos)
+      << "a finished job ran again";
+  json listed = c.request(json{{"op", "list"}, {"limit", 10000}});
+  expect_ok(listed);
+  ASSERT_EQ(listed["result"]["jobs"].size(), all.size());
+  for (const auto& j : listed["result"]["jobs"]) {
+    EXPECT_EQ(j["state"], "done") << j.dump();
+    EXPECT_EQ(j["attempts"], 1) << j.dump();
+    EXPECT_EQ(j["skipped"], false) << j.dump();
+  }
+}
+
 TEST_F(ServeOps, SocketModeAndALoopbackTcpListener) {
   // A port that was free a moment ago: the daemon's config needs a number.
   int port = 0;

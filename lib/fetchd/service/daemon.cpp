@@ -39,6 +39,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// Outcomes alone wait up to this long for company before they are committed: a commit (and its fsync) per
+// loop iteration costs more than the transfers it records. Holding them is safe: a job whose outcome a crash
+// lost runs again, and finds its published file by the publish record (Transfer::own_result).
+constexpr std::uint64_t kOutcomeCommitMs = 25;
 constexpr std::uint64_t kTickMs = 1000;  // stats for watchers, progress events, sd_notify STATUS
 constexpr std::uint64_t kPruneEveryMs = 3'600'000;
 constexpr std::size_t kMaxWindow = 50'000;
@@ -109,6 +113,7 @@ class Daemon {
         config_(std::make_unique<config::Config>(std::move(config))),
         store_(std::move(store)),
         check_(loop_.get()),
+        commit_timer_(loop_.get()),
         tick_timer_(loop_.get()),
         log_timer_(loop_.get()),
         prune_timer_(loop_.get()),
@@ -132,6 +137,7 @@ class Daemon {
 
   // --- the store: batched writes, the in-memory window
   void on_check();
+  bool commit_is_due();
   void flush();
   void refill();
   bool window_has_room() const {
@@ -142,6 +148,10 @@ class Daemon {
   // download, the destination existed (on_exists: skip).
   void record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes,
               bool failed_attempt = false, bool skipped = false);
+  // Records the starts not written yet, then commits: what the store says is then what is true now.
+  void flush_all();
+  // The store's counts, with the unrecorded starts counted as running.
+  store::Counts counts_now();
 
   // --- scheduler hooks
   void on_started(const scheduler::JobRecord& job);
@@ -183,7 +193,7 @@ class Daemon {
   Notifier notifier_;
 
   uv::Check check_;
-  uv::Timer tick_timer_, log_timer_, prune_timer_, watchdog_timer_, grace_timer_;
+  uv::Timer commit_timer_, tick_timer_, log_timer_, prune_timer_, watchdog_timer_, grace_timer_;
   uv::Signal sigterm_, sigint_, sighup_;
   stats::Throughput throughput_;
   Clock::time_point started_ = Clock::now();
@@ -198,6 +208,8 @@ class Daemon {
   };
   std::vector<PendingSubmit> pending_submits_;
   std::size_t last_flush_created_ = 0;  // new jobs of the last commit
+  std::uint64_t last_commit_ms_ = 0;    // loop time of the last commit
+  bool commit_timer_armed_ = false;
   std::vector<std::string> pending_events_;  // watch events of changes not committed yet
 
   // The window: the scheduler holds at most window_ jobs; the rest wait in the store.
@@ -206,6 +218,11 @@ class Daemon {
   bool store_has_more_ = true;           // queued jobs may be in the store beyond cursor_
   bool rewind_ = false;                  // a job sorting before cursor_ was submitted: read from the start
   std::unordered_set<core::JobId> retry_wait_;          // in memory, waiting for their next attempt
+  // Started jobs whose "running" is not written yet, with their attempt. A start is written on the next tick
+  // (so a job running for a second is durably running) or before a request reads the store, and dropped when
+  // the outcome comes first: a short transfer then costs the store one write, its outcome. The price: a crash
+  // in an attempt's first second does not count that attempt (docs/store.md, "Recovery at start-up").
+  std::unordered_map<core::JobId, int> unrecorded_starts_;
   std::unordered_set<core::JobId> user_cancelled_;       // cancels asked by a client (vs. shutdown)
 
   std::unordered_set<control::ConnectionId> watchers_;
@@ -369,6 +386,7 @@ void Daemon::finish_shutdown() {
 // After this, the loop ends once the close callbacks ran (the scheduler has drained or never started).
 void Daemon::close_handles() {
   check_.close();
+  commit_timer_.close();
   tick_timer_.close();
   log_timer_.close();
   prune_timer_.close();
@@ -390,7 +408,42 @@ void Daemon::record(core::JobId id, store::State state, int attempts, std::strin
       store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error), skipped});
 }
 
+store::Counts Daemon::counts_now() {
+  auto c = store_->counts();
+  // Every unrecorded start is a job the store still has queued.
+  const auto started = static_cast<std::uint64_t>(unrecorded_starts_.size());
+  c.queued -= std::min(c.queued, started);
+  c.running += started;
+  return c;
+}
+
+void Daemon::flush_all() {
+  for (const auto& [id, attempt] : unrecorded_starts_) record(id, store::State::kRunning, attempt, "", 0);
+  unrecorded_starts_.clear();
+  flush();
+}
+
+// Submits commit in the loop iteration that read them (their answer waits for it); outcomes alone wait for
+// kOutcomeCommitMs since the last commit.
+bool Daemon::commit_is_due() {
+  if (!batch_.submits.empty() || batch_.updates.empty() || shutting_down_) return true;
+  const std::uint64_t since = uv_now(loop_.get()) - last_commit_ms_;
+  if (since >= kOutcomeCommitMs) return true;
+  if (!commit_timer_armed_) {
+    commit_timer_armed_ = true;
+    commit_timer_.start(kOutcomeCommitMs - since, 0, [this] {
+      commit_timer_armed_ = false;
+      on_check();
+    });
+  }
+  return false;
+}
+
 void Daemon::on_check() {
+  if (!commit_is_due()) {
+    if (!shutting_down_) refill();
+    return;
+  }
   try {
     flush();
     // Jobs the commit let start (added at once on submit) recorded their start: commit that too, now rather
@@ -413,6 +466,7 @@ void Daemon::flush() {
   auto events = std::move(pending_events_);
   pending_events_.clear();
   store::BatchResult result;
+  last_commit_ms_ = uv_now(loop_.get());
   try {
     result = store_->commit(batch_);
   } catch (const store::StoreError& e) {
@@ -516,6 +570,8 @@ void Daemon::refill() {
   std::size_t room = window_ - (scheduler_->runnable() + scheduler_->running() + retry_wait_.size());
   std::vector<store::Job> jobs;
   try {
+    // The store must know every outcome so far: a finished job it still has queued would run again.
+    if (!batch_.updates.empty()) flush();
     jobs = store_->next_queued(cursor_, room);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
@@ -555,11 +611,12 @@ void Daemon::add_to_scheduler(const store::Job& job) {
 
 void Daemon::on_started(const scheduler::JobRecord& job) {
   retry_wait_.erase(job.request.id);
-  record(job.request.id, store::State::kRunning, job.request.attempt, "", 0);
+  unrecorded_starts_[job.request.id] = job.request.attempt;
   emit("started", job, store::State::kRunning);
 }
 
 void Daemon::on_retry(const scheduler::JobRecord& job) {
+  unrecorded_starts_.erase(job.request.id);
   retry_wait_.insert(job.request.id);
   record(job.request.id, store::State::kQueued, job.request.attempt, job.last.message, job.last.bytes,
          /*failed_attempt=*/true);
@@ -568,6 +625,7 @@ void Daemon::on_retry(const scheduler::JobRecord& job) {
 
 void Daemon::on_finished(const scheduler::JobRecord& job) {
   auto id = job.request.id;
+  unrecorded_starts_.erase(id);
   retry_wait_.erase(id);  // when it was cancelled while waiting
   int attempts = job.request.attempt;  // with those of earlier daemon runs (Scheduler::add)
   store::State state = store::State::kFailed;
@@ -610,8 +668,12 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
   // what is pending first.
   auto* request = std::get_if<control::Request>(&parsed);
   if (!request || !std::holds_alternative<control::Submit>(request->op)) {
+    // Requests that read jobs see their starts too; stats corrects its counts instead (counts_now).
+    const bool reads_jobs = request && (std::holds_alternative<control::Status>(request->op) ||
+                                        std::holds_alternative<control::List>(request->op) ||
+                                        std::holds_alternative<control::Cancel>(request->op));
     try {
-      flush();
+      reads_jobs ? flush_all() : flush();
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }
@@ -741,7 +803,7 @@ void Daemon::handle_list(control::ConnectionId conn, const std::optional<json>& 
   q.offset = list.offset;
   q.limit = list.limit;
   auto jobs = store_->list(q);
-  auto counts = store_->counts();
+  auto counts = counts_now();
   std::uint64_t total = counts.queued + counts.running + counts.done + counts.failed + counts.cancelled;
   if (list.state) {
     switch (*list.state) {
@@ -761,7 +823,7 @@ void Daemon::handle_list(control::ConnectionId conn, const std::optional<json>& 
 
 json Daemon::stats_json() {
   auto c = scheduler_->counters();
-  store::Counts s = store_->counts();
+  store::Counts s = counts_now();
   return json{{"strategy", config::to_string(config_->strategy.kind)},
               {"concurrency", config_->strategy.concurrency},
               {"active", c.active},
@@ -812,7 +874,7 @@ void Daemon::emit(std::string_view event, const scheduler::JobRecord& record, st
 // The whole queue, not just the window in memory; `fallback` when the store cannot tell.
 std::uint64_t Daemon::queued_in_store(std::uint64_t fallback) {
   try {
-    return store_->counts().queued;
+    return counts_now().queued;
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return fallback;
@@ -820,6 +882,11 @@ std::uint64_t Daemon::queued_in_store(std::uint64_t fallback) {
 }
 
 void Daemon::tick() {
+  try {
+    flush_all();  // a job that runs for a second is durably running
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+  }
   auto c = scheduler_->counters();
   std::uint64_t files = c.done + c.failed;
   files_per_s_ = static_cast<double>(files - last_tick_files_) * 1000.0 / kTickMs;

@@ -2,7 +2,7 @@
 #pragma once
 // The durable job store: every job the daemon acknowledged, its own options, state, attempts and errors. An interface,
 // so the scheduler side never knows the backend (SQLite now; a shared Redis Streams queue is planned).
-// Every write goes through commit(): one transaction per call, so the daemon groups a loop iteration's submits
+// Every write goes through commit(): one transaction per call, so the daemon groups submits
 // and state changes into one fsync, and acknowledges nothing before commit() returned.
 // Thread: one thread (the control loop) uses a store; it is not shared.
 
