@@ -415,11 +415,13 @@ TEST_F(SqliteJobStoreTest, QueryPlansUseTheIndexes) {
   struct Expect {
     const char* sql;
     const char* uses;
+    bool scan = false;  // a SCAN is what is expected (of an index that holds only the rows it wants)
   };
   const Expect cases[] = {
-      {schema::kNextQueued, "USING INDEX jobs_run_order (state=?)"},
-      {schema::kNextQueuedSamePriority, "USING INDEX jobs_run_order (state=? AND priority=? AND id>?)"},
-      {schema::kNextQueuedLowerPriority, "USING INDEX jobs_run_order (state=? AND priority<?)"},
+      // A walk of the partial index from its start: it holds queued jobs only, in run order, so LIMIT ends it.
+      {schema::kNextQueued, "SCAN jobs USING INDEX jobs_queue", true},
+      {schema::kNextQueuedSamePriority, "USING INDEX jobs_queue (priority=? AND id>?)"},
+      {schema::kNextQueuedLowerPriority, "USING INDEX jobs_queue (priority<?)"},
       {schema::kFindKey, "USING INDEX sqlite_autoindex_jobs_1 (key=?)"},
       {schema::kFindUnfinishedDest, "USING INDEX jobs_unfinished_dest (dest=?)"},
       {schema::kGet, "USING INTEGER PRIMARY KEY (rowid=?)"},
@@ -433,7 +435,9 @@ TEST_F(SqliteJobStoreTest, QueryPlansUseTheIndexes) {
   for (const Expect& c : cases) {
     const std::string p = plan(c.sql);
     EXPECT_NE(p.find(c.uses), std::string::npos) << c.sql << "\n" << p;
-    EXPECT_EQ(p.find("SCAN"), std::string::npos) << c.sql << "\n" << p;
+    if (!c.scan) {
+      EXPECT_EQ(p.find("SCAN"), std::string::npos) << c.sql << "\n" << p;
+    }
     EXPECT_EQ(p.find("TEMP B-TREE"), std::string::npos) << c.sql << "\n" << p;
   }
 }

@@ -186,7 +186,7 @@ TEST(SqliteOpen, ANewerSchemaIsRefused) {
   fetchd::testing::TempDir dir;
   const fs::path path = make_store(dir, 3);
   raw(path).exec("PRAGMA user_version = 99");
-  expect_refused(path, "schema version 99, newer than this fetchd supports (3)");
+  expect_refused(path, "schema version 99, newer than this fetchd supports (4)");
   EXPECT_EQ(raw(path).query_int("SELECT count(*) FROM jobs", "q"), 3);  // never reset
 }
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
-// The SQLite job store's on-disk format (schema version 3) and every statement it runs, in one place so that
+// The SQLite job store's on-disk format (schema version 4) and every statement it runs, in one place so that
 // the tests can check the query plans of exactly these statements. Internal to lib/fetchd/store and its
 // tests. Thread: constants only.
 
@@ -13,7 +13,7 @@ namespace fetchd::store::schema {
 // is refused instead of being altered (https://www.sqlite.org/fileformat.html#application_id).
 inline constexpr std::int32_t kApplicationId = 0x464a4f42;
 // PRAGMA user_version: the schema version. Bump it with every change, with a migration from the last one.
-inline constexpr std::int64_t kVersion = 3;
+inline constexpr std::int64_t kVersion = 4;
 
 // Version 1, applied in one transaction together with application_id and user_version, then every migration
 // of kMigrations: a new store takes the same path as an old one, so the migrations run in every test. Never
@@ -23,8 +23,9 @@ inline constexpr std::int64_t kVersion = 3;
 // - The partial unique index jobs_unfinished_dest makes "at most one unfinished job per dest" a property of
 //   the data: an update that would break it fails the whole commit instead of letting two transfers share a
 //   .part file.
-// - jobs_run_order serves next_queued (priority DESC, id); jobs_state, i.e. (state, id), serves list() by
-//   state; the partial jobs_finished serves prune, oldest first, and costs nothing while a job is unfinished.
+// - jobs_run_order served next_queued (priority DESC, id) until v4 replaced it with jobs_queue; jobs_state,
+//   i.e. (state, id), serves list() by state; the partial jobs_finished serves prune, oldest first, and costs
+//   nothing while a job is unfinished.
 // - job_counts is kept exact by triggers, in the same transaction as the change: counts() is read every
 //   second, and a GROUP BY over 1M rows takes 0.12 s (docs/store.md).
 // - Headers live in a side table: values are bytes (obs-text is allowed), which JSON text cannot hold as is.
@@ -85,6 +86,9 @@ END;
 //   A v1 job starts with no errors listed; its `error` column still has the last one.
 // - v3: skipped, 1 when a done job found its destination there already (on_exists: skip) and downloaded
 //   nothing. Jobs done before v3 read as downloaded (0): which they were is not known any more.
+// - v4: the run order's index holds queued jobs only (jobs_queue, partial): a job leaves it when it starts or
+//   finishes instead of moving within it, so a state change writes one index entry fewer, and the index is the
+//   size of the queue rather than of the history.
 inline constexpr const char* kMigrations[] = {
     R"sql(
 ALTER TABLE jobs ADD COLUMN options TEXT;
@@ -92,6 +96,10 @@ ALTER TABLE jobs ADD COLUMN errors TEXT NOT NULL DEFAULT '[]';
 )sql",
     R"sql(
 ALTER TABLE jobs ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0 CHECK (skipped IN (0, 1));
+)sql",
+    R"sql(
+DROP INDEX jobs_run_order;
+CREATE INDEX jobs_queue ON jobs (priority DESC, id) WHERE state = 'queued';
 )sql",
 };
 static_assert(std::size(kMigrations) == kVersion - 1, "one migration per version after the first");
@@ -118,18 +126,19 @@ inline constexpr const char* kUpdateJob =
 inline constexpr const char* kSelectErrors = "SELECT errors FROM jobs WHERE id = ?1";
 
 // The keyset cursor "(priority < c.priority) OR (priority = c.priority AND id > c.id)" as two range scans of
-// jobs_run_order: as one OR, SQLite seeks to c.priority and then steps over every job before the cursor with
-// that priority (all of them when all priorities are equal). INDEXED BY turns a changed plan into an error.
+// jobs_queue: as one OR, SQLite seeks to c.priority and then steps over every job before the cursor with that
+// priority (all of them when all priorities are equal). INDEXED BY turns a changed plan into an error; each
+// statement names state = 'queued', which is what lets SQLite use the partial index at all.
 inline constexpr const char* kNextQueued = "SELECT " FETCHD_STORE_JOB_COLUMNS
-                                           " FROM jobs INDEXED BY jobs_run_order WHERE state = 'queued' "
+                                           " FROM jobs INDEXED BY jobs_queue WHERE state = 'queued' "
                                            "ORDER BY priority DESC, id LIMIT ?1";
 inline constexpr const char* kNextQueuedSamePriority =
     "SELECT " FETCHD_STORE_JOB_COLUMNS
-    " FROM jobs INDEXED BY jobs_run_order WHERE state = 'queued' AND priority = ?1 AND id > ?2 "
+    " FROM jobs INDEXED BY jobs_queue WHERE state = 'queued' AND priority = ?1 AND id > ?2 "
     "ORDER BY priority DESC, id LIMIT ?3";
 inline constexpr const char* kNextQueuedLowerPriority =
     "SELECT " FETCHD_STORE_JOB_COLUMNS
-    " FROM jobs INDEXED BY jobs_run_order WHERE state = 'queued' AND priority < ?1 "
+    " FROM jobs INDEXED BY jobs_queue WHERE state = 'queued' AND priority < ?1 "
     "ORDER BY priority DESC, id LIMIT ?2";
 
 inline constexpr const char* kGet = "SELECT " FETCHD_STORE_JOB_COLUMNS " FROM jobs WHERE id = ?1";
