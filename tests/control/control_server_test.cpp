@@ -342,6 +342,39 @@ TEST(ControlServer, NonReadingClientIsPausedThenDroppedWhileOthersAreServed) {
   EXPECT_EQ(server->stop(), 0);
 }
 
+// A yielding connection gets no line between its yield and the owner's resume_yielded(), however the lines
+// arrive (one write of many pipelined requests here: usually one read), and none is lost or reordered.
+TEST(ControlServer, AYieldedConnectionWaitsForResumeAndKeepsItsOrder) {
+  TempDir dir;
+  // Loop thread only: set by the test's resume, cleared by each line.
+  auto resumed = std::make_shared<bool>(true);
+  auto early = std::make_shared<int>(0);  // lines handed over before the resume that should precede them
+  auto handler = [resumed, early](ControlServer& s, ConnectionId id, ParseResult parsed) {
+    if (!*resumed) ++*early;
+    *resumed = false;
+    echo(s, id, parsed);
+    s.yield(id);
+  };
+  auto server = unix_server(dir.path() / "ctl.sock", {}, handler);
+  Client c = Client::unix_socket(dir.path() / "ctl.sock");
+  constexpr int kRequests = 50;
+  std::string all;
+  for (int i = 0; i < kRequests; ++i) all += ping(std::to_string(i));
+  c.send(all);
+  for (int i = 0; i < kRequests; ++i) {
+    json j = read_json(c);
+    ASSERT_EQ(j["req"], std::to_string(i)) << j;
+    server->call([resumed](ControlServer& s) {
+      *resumed = true;
+      s.resume_yielded();
+      return 0;
+    });
+  }
+  EXPECT_EQ(server->call([early](ControlServer&) { return *early; }), 0) << "lines went past a yield";
+  EXPECT_EQ(server->lines(), static_cast<std::uint64_t>(kRequests));
+  EXPECT_EQ(server->stop(), 0);
+}
+
 TEST(ControlServer, ThousandIdleConnectionsAndAWorkingClient) {
   TempDir dir;
   auto server = unix_server(dir.path() / "ctl.sock");

@@ -137,6 +137,7 @@ struct ControlServerImpl {
   std::function<void()> close_done;
   std::uint64_t refused = 0;
   std::uint64_t accept_errors = 0;
+  std::vector<ConnectionId> yielded;  // until resume_yielded()
   std::thread::id owner = std::this_thread::get_id();
 };
 
@@ -161,6 +162,9 @@ class Connection {
   std::size_t backlog() const { return backlog_; }
   bool paused() const { return paused_; }
   const std::string& peer() const { return peer_; }
+  // Hands no more lines to the handler until unyield(): the rest of what was read is held.
+  void yield();
+  void unyield();
 
  private:
   void start_reading();
@@ -193,6 +197,7 @@ class Connection {
   std::size_t discarded_ = 0;   // input dropped after a line_too_long
   bool reading_ = false;
   bool paused_ = false;    // reading stopped by backpressure
+  bool yielded_ = false;   // reading stopped by yield() until unyield()
   bool peer_eof_ = false;  // the peer half-closed (or closed) its side
   bool too_long_ = false;  // answered line_too_long: discarding input until EOF
   bool shutdown_started_ = false;
@@ -250,23 +255,36 @@ void Connection::feed(std::string_view data) {
   if (closing_ || too_long_) return;
   const LineSplitter::Fed fed = splitter_.feed(data, [this](std::string_view line) {
     deliver(line);
-    return !closing_ && !paused_;
+    return !closing_ && !paused_ && !yielded_;
   });
   if (fed.stop == LineSplitter::Stop::kTooLong) return refuse_long_line();
-  if (paused_ && !fed.rest.empty() && !closing_) held_.assign(fed.rest);  // the replies have to drain first
+  // The replies have to drain first, or the owner asked for a turn of the loop.
+  if ((paused_ || yielded_) && !fed.rest.empty() && !closing_) held_.assign(fed.rest);
 }
 
-// Writing caught up with a paused connection: parse what was held back, then read again (unless that pauses
-// it once more).
+// Neither backpressure nor a yield holds the connection any more: parse what was held back, then read again
+// (unless that holds it once more).
 void Connection::resume() {
-  paused_ = false;
+  if (paused_ || yielded_ || closing_) return;
   if (!held_.empty()) {
     std::string held;
     held.swap(held_);
     feed(held);
-    if (closing_ || paused_ || too_long_) return;
+    if (closing_ || paused_ || yielded_ || too_long_) return;
   }
   start_reading();
+}
+
+void Connection::yield() {
+  if (closing_ || too_long_) return;
+  yielded_ = true;
+  stop_reading();
+}
+
+void Connection::unyield() {
+  if (!yielded_) return;
+  yielded_ = false;
+  resume();
 }
 
 void Connection::deliver(std::string_view line) {
@@ -288,6 +306,7 @@ void Connection::refuse_long_line() {
   // on). Reading goes on (discarding) whatever the backlog: the client may be blocked writing the rest of its
   // line.
   paused_ = false;
+  yielded_ = false;
   start_reading();
   queue(encode_error(ProtocolError{
       ErrorCode::kLineTooLong,
@@ -361,7 +380,10 @@ void Connection::on_written(std::size_t size, int status) {
     }
     return;
   }
-  if (paused_ && backlog_ < options().pause_reading_backlog / 2) resume();
+  if (paused_ && backlog_ < options().pause_reading_backlog / 2) {
+    paused_ = false;
+    resume();
+  }
   maybe_finish();
 }
 
@@ -689,6 +711,24 @@ void ControlServer::close(std::function<void()> done) {
     auto cb = std::move(impl_->close_done);
     impl_->close_done = nullptr;
     cb();
+  }
+}
+
+void ControlServer::yield(ConnectionId id) {
+  impl_->assert_loop_thread();
+  auto it = impl_->connections.find(id);
+  if (it == impl_->connections.end()) return;
+  it->second->yield();
+  impl_->yielded.push_back(id);
+}
+
+void ControlServer::resume_yielded() {
+  impl_->assert_loop_thread();
+  auto ids = std::move(impl_->yielded);
+  impl_->yielded.clear();
+  for (ConnectionId id : ids) {
+    // Looked up each time: a handler run by an earlier resume may have closed any connection.
+    if (auto it = impl_->connections.find(id); it != impl_->connections.end()) it->second->unyield();
   }
 }
 

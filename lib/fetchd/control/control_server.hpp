@@ -72,6 +72,12 @@ class ControlServer {
   // request: after the peer half-closes its side, the connection closes once every request got its answer and
   // all is written.
   void send(ConnectionId id, std::string line);
+  // Hands no more lines of this connection to the handler (the rest of what was read is held, in order)
+  // until resume_yielded(), which the owner calls once per loop iteration: a burst of pipelined requests that
+  // each cost much (a submit of 10,000 jobs in several lines) then takes turns with the loop's other work
+  // instead of holding the loop until the last line. May be called from the handler.
+  void yield(ConnectionId id);
+  void resume_yielded();
   void stop_listening();  // closes the listeners; existing connections go on. Idempotent.
   // Closes the listeners and every connection (the close handler runs for each); `done` runs once all close
   // callbacks ran (at once when nothing was open). Then the server may be destroyed.
