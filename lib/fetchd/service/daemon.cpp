@@ -26,6 +26,7 @@
 #include "fetchd/curl/curl.hpp"
 #include "fetchd/scheduler/run.hpp"
 #include "fetchd/scheduler/scheduler.hpp"
+#include "fetchd/service/store_writer.hpp"
 #include "fetchd/service/systemd.hpp"
 #include "fetchd/stats/stats.hpp"
 #include "fetchd/store/job_store.hpp"
@@ -43,7 +44,9 @@ using Clock = std::chrono::steady_clock;
 // loop iteration costs more than the transfers it records. Holding them is safe: a job whose outcome a crash
 // lost runs again, and finds its published file by the publish record (Transfer::own_result).
 constexpr std::uint64_t kOutcomeCommitMs = 25;
-constexpr std::uint64_t kTickMs = 1000;  // stats for watchers, progress events, sd_notify STATUS
+constexpr std::uint64_t kTickMs = 1000;
+// Jobs submitted in one loop iteration after which a connection waits for the next one (ControlServer::yield).
+constexpr std::size_t kSubmitJobsPerTurn = 1000;  // stats for watchers, progress events, sd_notify STATUS
 constexpr std::uint64_t kPruneEveryMs = 3'600'000;
 constexpr std::size_t kMaxWindow = 50'000;
 constexpr std::size_t kMaxPendingUpdates = 1'000'000;
@@ -107,11 +110,15 @@ std::optional<gid_t> group_id(const std::string& name) {
 
 class Daemon {
  public:
-  Daemon(fs::path config_path, config::Config config, std::unique_ptr<store::JobStore> store)
+  // `store` is read on the loop thread; `writer_store`, a second connection to the same store, takes every
+  // write of the loop's batches on the store writer's thread.
+  Daemon(fs::path config_path, config::Config config, std::unique_ptr<store::JobStore> store,
+         std::unique_ptr<store::JobStore> writer_store)
       : config_path_(std::move(config_path)),
         store_path_(config.state.dir / "jobs.db"),
         config_(std::make_unique<config::Config>(std::move(config))),
         store_(std::move(store)),
+        writer_store_(std::move(writer_store)),
         check_(loop_.get()),
         commit_timer_(loop_.get()),
         tick_timer_(loop_.get()),
@@ -139,6 +146,9 @@ class Daemon {
   void on_check();
   bool commit_is_due();
   void flush();
+  void sync_store();
+  struct PendingSubmit;
+  void committed(StoreWriter::Result result, std::vector<PendingSubmit> pending, std::vector<std::string> events);
   void refill();
   bool window_has_room() const {
     return scheduler_->runnable() + scheduler_->running() + retry_wait_.size() < window_;
@@ -187,7 +197,9 @@ class Daemon {
   std::unique_ptr<config::Config> config_;
   std::unordered_map<std::string, const config::Job*> config_jobs_;  // config_key -> job of config_
   std::unique_ptr<store::JobStore> store_;
+  std::unique_ptr<store::JobStore> writer_store_;  // until run() hands it to writer_
   uv::Loop loop_;
+  std::unique_ptr<StoreWriter> writer_;  // after loop_: closed and joined before the loop goes
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::unique_ptr<control::ControlServer> control_;
   Notifier notifier_;
@@ -198,8 +210,10 @@ class Daemon {
   stats::Throughput throughput_;
   Clock::time_point started_ = Clock::now();
 
-  // Writes gathered during one loop iteration, committed in one transaction by on_check().
+  // Writes gathered since the last commit was handed to the writer.
   store::Batch batch_;
+  std::string last_commit_error_;
+  std::size_t submitted_this_turn_ = 0;  // of the last commit; empty when it went in
   struct PendingSubmit {
     control::ConnectionId conn = 0;
     std::optional<json> req;
@@ -236,6 +250,7 @@ class Daemon {
 // ------------------------------------------------------------------------------------------------ start-up
 
 int Daemon::run() {
+  writer_ = std::make_unique<StoreWriter>(loop_.get(), std::move(writer_store_));
   window_ = window_for(*config_);
   auto requeued = store_->requeue_running();
   if (requeued > 0) spdlog::info("store: {} job(s) left running by the previous process re-queued", requeued);
@@ -272,7 +287,7 @@ int Daemon::run() {
       std::move(opts));
 
   auto added = enqueue_config_jobs(*config_);
-  flush();
+  sync_store();
   refill();
 
   check_.start([this] { on_check(); });
@@ -280,7 +295,7 @@ int Daemon::run() {
   start_log_timer();
   prune_timer_.start(kPruneEveryMs, kPruneEveryMs, [this] {
     try {
-      flush();
+      sync_store();  // the writer is idle while the loop's connection deletes
       store_->prune({std::chrono::duration_cast<std::chrono::seconds>(config_->state.history_max_age),
                      config_->state.history_max_jobs});
     } catch (const std::exception& e) {
@@ -349,7 +364,7 @@ void Daemon::begin_shutdown(int signum) {
     // re-queued at the next start.
     spdlog::warn("{} again: exiting now", strsignal(signum));
     try {
-      flush();
+      sync_store();
     } catch (...) {
     }
     std::_Exit(kExitOk);
@@ -374,11 +389,9 @@ void Daemon::begin_shutdown(int signum) {
 void Daemon::finish_shutdown() {
   // Deferred to the check callback: drain's callback runs inside the strategy.
   check_.start([this] {
-    try {
-      flush();
-    } catch (const std::exception& e) {
-      spdlog::error("store: final commit failed: {}", e.what());
-    }
+    sync_store();
+    if (!batch_.empty() || writer_->busy()) spdlog::error("store: the final commit failed; the jobs concerned run again");
+    writer_->wait();  // a commit its completion handed on
     close_handles();
   });
 }
@@ -386,6 +399,7 @@ void Daemon::finish_shutdown() {
 // After this, the loop ends once the close callbacks ran (the scheduler has drained or never started).
 void Daemon::close_handles() {
   check_.close();
+  writer_->close();
   commit_timer_.close();
   tick_timer_.close();
   log_timer_.close();
@@ -420,7 +434,21 @@ store::Counts Daemon::counts_now() {
 void Daemon::flush_all() {
   for (const auto& [id, attempt] : unrecorded_starts_) record(id, store::State::kRunning, attempt, "", 0);
   unrecorded_starts_.clear();
-  flush();
+  sync_store();
+}
+
+// Commits everything recorded so far and waits for it, so that a read of the store sees it. Blocks the loop for
+// the commit in progress and one more at most; after a failed commit it waits for nothing more (the failure is
+// logged, the updates are kept for the next commit).
+void Daemon::sync_store() {
+  for (int round = 0; round < 3; ++round) {
+    if (!writer_->busy()) {
+      if (batch_.empty() || (round > 0 && !last_commit_error_.empty())) break;
+      flush();
+    }
+    writer_->wait();
+  }
+  if (!writer_->busy() && batch_.empty()) send_events();  // else they wait for the commit of their changes
 }
 
 // Submits commit in the loop iteration that read them (their answer waits for it); outcomes alone wait for
@@ -440,81 +468,74 @@ bool Daemon::commit_is_due() {
 }
 
 void Daemon::on_check() {
-  if (!commit_is_due()) {
-    if (!shutting_down_) refill();
-    return;
-  }
-  try {
-    flush();
-    // Jobs the commit let start (added at once on submit) recorded their start: commit that too, now rather
-    // than on the next wake-up.
-    flush();
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-  }
+  if (commit_is_due()) flush();
   if (!shutting_down_) refill();
+  submitted_this_turn_ = 0;
+  control_->resume_yielded();
 }
 
-// Commits everything gathered since the last commit in one transaction, then answers the submits it held.
+// Hands everything gathered since the last commit to the store writer, unless a commit is in progress: its
+// completion hands on what gathered meanwhile. Submits are answered once their commit is done.
 void Daemon::flush() {
+  if (writer_->busy()) return;
   if (batch_.empty()) {
     send_events();
     return;
   }
+  last_commit_ms_ = uv_now(loop_.get());
   // The events of exactly the changes in this commit; what the commit's aftermath adds (jobs starting at once)
   // waits for the next one.
   auto events = std::move(pending_events_);
   pending_events_.clear();
-  store::BatchResult result;
-  last_commit_ms_ = uv_now(loop_.get());
-  try {
-    result = store_->commit(batch_);
-  } catch (const store::StoreError& e) {
+  auto pending = std::move(pending_submits_);
+  pending_submits_.clear();
+  store::Batch batch = std::move(batch_);
+  batch_ = {};
+  writer_->commit(std::move(batch), [this, events = std::move(events), pending = std::move(pending)](
+                                        StoreWriter::Result result) mutable {
+    committed(std::move(result), std::move(pending), std::move(events));
+  });
+}
+
+void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pending,
+                       std::vector<std::string> events) {
+  last_commit_error_ = result.committed ? "" : result.error;
+  if (!result.committed) {
+    spdlog::error("store: {}", result.error);
     events.insert(events.end(), pending_events_.begin(), pending_events_.end());
     pending_events_ = std::move(events);
-    // Nothing of the batch is stored: refuse the submits (the client may retry) and keep the state changes
-    // for the next attempt, one by one: an update the store can never take must not block every later commit.
-    for (const auto& p : pending_submits_) {
-      reply_error(p.conn, control::ErrorCode::kUnavailable, std::string("job store: ") + e.what(), "submit",
-                  p.req);
+    // Nothing of the batch is stored: refuse the submits (the client may retry). The updates that failed
+    // alone too go first in the next commit.
+    for (const auto& p : pending) {
+      reply_error(p.conn, control::ErrorCode::kUnavailable, "job store: " + result.error, "submit", p.req);
     }
-    pending_submits_.clear();
-    batch_.submits.clear();
-    std::vector<store::Update> kept;
-    for (auto& u : batch_.updates) {
-      try {
-        store_->commit(store::Batch{{}, {u}});
-      } catch (const store::StoreError& one) {
-        kept.push_back(std::move(u));
-        if (kept.size() == 1) spdlog::error("store: job {} update failed: {}", u.id, one.what());
-      }
-    }
+    auto kept = std::move(result.kept);
+    kept.insert(kept.end(), std::make_move_iterator(batch_.updates.begin()),
+                std::make_move_iterator(batch_.updates.end()));
     // Still failing one by one: the store itself is broken (disk full, I/O error); keep them for later, but
     // bounded, so a long outage cannot grow memory without limit (the jobs then run again after a restart).
     if (kept.size() > kMaxPendingUpdates) kept.erase(kept.begin(), kept.end() - kMaxPendingUpdates);
     batch_.updates = std::move(kept);
-    throw;
+    return;
   }
-  auto submits = std::move(batch_.submits);
-  auto pending = std::move(pending_submits_);
-  batch_ = {};
-  pending_submits_.clear();
+  const auto& outcomes = result.committed->submits;
+  auto& submits = result.batch.submits;
 
   last_flush_created_ = 0;
   for (std::size_t i = 0; i < submits.size(); ++i) {
-    const auto& outcome = result.submits.at(i);
+    const auto& outcome = outcomes.at(i);
     if (outcome.kind != store::SubmitOutcome::Kind::kCreated) continue;
     ++last_flush_created_;
     store::Job job;
     job.id = outcome.id;
-    job.key = submits[i].key;
-    job.url = submits[i].url;
-    job.dest = submits[i].dest;
-    job.sha256 = submits[i].sha256;
+    job.key = std::move(submits[i].key);
+    job.url = std::move(submits[i].url);
+    job.dest = submits[i].dest;  // kept: a conflict's message below names it
+    job.sha256 = std::move(submits[i].sha256);
     job.size = submits[i].size;
-    job.headers = submits[i].headers;
+    job.headers = std::move(submits[i].headers);
     job.priority = submits[i].priority;
-    job.options = submits[i].options;
+    job.options = std::move(submits[i].options);
     emit("queued", job);
     if (shutting_down_) continue;
     bool before_cursor = cursor_ && job.priority > cursor_->priority;
@@ -529,7 +550,7 @@ void Daemon::flush() {
     json jobs = json::array();
     std::optional<std::string> conflict;
     for (std::size_t i = p.first; i < p.first + p.count; ++i) {
-      const auto& o = result.submits.at(i);
+      const auto& o = outcomes.at(i);
       if (o.kind == store::SubmitOutcome::Kind::kConflict) {
         if (!conflict) {
           conflict = fmt::format("jobs[{}].dest: {} is already the destination of unfinished job {}",
@@ -554,6 +575,8 @@ void Daemon::flush() {
   for (const auto& line : events) {
     for (auto conn : watchers_) control_->send(conn, line);
   }
+  // What gathered during this commit: submits wait for no timer.
+  if (!batch_.empty() && commit_is_due()) flush();
 }
 
 // Loads queued jobs from the store while the window has room. Jobs already in memory are skipped (a job that
@@ -571,7 +594,7 @@ void Daemon::refill() {
   std::vector<store::Job> jobs;
   try {
     // The store must know every outcome so far: a finished job it still has queued would run again.
-    if (!batch_.updates.empty()) flush();
+    if (!batch_.updates.empty() || writer_->busy()) sync_store();
     jobs = store_->next_queued(cursor_, room);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
@@ -673,7 +696,7 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
                                         std::holds_alternative<control::List>(request->op) ||
                                         std::holds_alternative<control::Cancel>(request->op));
     try {
-      reads_jobs ? flush_all() : flush();
+      reads_jobs ? flush_all() : sync_store();
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }
@@ -688,6 +711,10 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
         using T = std::decay_t<decltype(op)>;
         if constexpr (std::is_same_v<T, control::Submit>) {
           handle_submit(conn, req, op);
+          // A long pipelined submit takes turns with the transfers: the jobs of its first lines are committed
+          // and start while the next lines wait for the next loop iteration.
+          submitted_this_turn_ += op.jobs.size();
+          if (submitted_this_turn_ >= kSubmitJobsPerTurn) control_->yield(conn);
         } else if constexpr (std::is_same_v<T, control::Status>) {
           handle_status(conn, req, op.id);
         } else if constexpr (std::is_same_v<T, control::Cancel>) {
@@ -785,10 +812,9 @@ void Daemon::handle_cancel(control::ConnectionId conn, const std::optional<json>
       cancelled.state = store::State::kCancelled;
       emit("cancelled", cancelled);
     }
-    try {
-      flush();
-    } catch (const std::exception& e) {
-      return reply_error(conn, control::ErrorCode::kUnavailable, e.what(), "cancel", req);
+    sync_store();
+    if (!last_commit_error_.empty()) {
+      return reply_error(conn, control::ErrorCode::kUnavailable, "job store: " + last_commit_error_, "cancel", req);
     }
     job = job_now(id);
     if (!job) return reply_error(conn, control::ErrorCode::kNotFound, fmt::format("no job {}", id), "cancel", req);
@@ -966,7 +992,7 @@ std::vector<std::string> Daemon::reload(std::size_t* added_out) {
   std::string level = fresh->log.level;
   bool interval_changed = fresh->log.interval != config_->log.interval;
   try {
-    flush();  // what clients submitted before the reload is committed first: its answers go out unchanged
+    sync_store();  // what clients submitted before the reload is committed first: its answers go out unchanged
   } catch (const std::exception& e) {
     spdlog::error("reload: {}", e.what());
   }
@@ -986,7 +1012,7 @@ std::vector<std::string> Daemon::reload(std::size_t* added_out) {
   if (interval_changed) start_log_timer();
   std::size_t added = 0;
   try {
-    flush();
+    sync_store();
     added = last_flush_created_;
   } catch (const std::exception& e) {
     spdlog::error("reload: {}", e.what());
@@ -1011,7 +1037,7 @@ int run_daemon(const fs::path& config_path) {
   spdlog::set_level(spdlog::level::from_str(config.log.level));
   // Once, before any thread: transfers read it concurrently (a reload keeps the start-up list).
   curl::set_redacted_query(config.security.redact_query);
-  std::unique_ptr<store::JobStore> store;
+  std::unique_ptr<store::JobStore> store, writer_store;
   core::UniqueFd lock;
   try {
     create_folders(config.state.dir, "state", "state.dir");
@@ -1025,12 +1051,13 @@ int run_daemon(const fs::path& config_path) {
                                            std::strerror(errno)));
     }
     store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
+    writer_store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
   } catch (const std::exception& e) {
     spdlog::error("serve: {}", e.what());
     return kExitStartup;
   }
   try {
-    Daemon daemon(config_path, std::move(config), std::move(store));
+    Daemon daemon(config_path, std::move(config), std::move(store), std::move(writer_store));
     return daemon.run();
   } catch (const std::exception& e) {
     spdlog::error("serve: {}", e.what());
