@@ -237,6 +237,10 @@ class Daemon {
   // the outcome comes first: a short transfer then costs the store one write, its outcome. The price: a crash
   // in an attempt's first second does not count that attempt (docs/store.md, "Recovery at start-up").
   std::unordered_map<core::JobId, int> unrecorded_starts_;
+  // Finished jobs whose outcome is not committed yet: the store still has them queued (or running), so the
+  // window must not load them again.
+  std::unordered_set<core::JobId> unsettled_;
+  std::size_t submits_in_flight_ = 0;  // jobs of the commit in progress that wait for their answer
   std::unordered_set<core::JobId> user_cancelled_;       // cancels asked by a client (vs. shutdown)
 
   std::unordered_set<control::ConnectionId> watchers_;
@@ -418,6 +422,7 @@ void Daemon::record(core::JobId id, store::State state, int attempts, std::strin
                     bool failed_attempt, bool skipped) {
   std::optional<std::string> attempt_error;
   if (failed_attempt) attempt_error = error;
+  if (store::finished(state)) unsettled_.insert(id);
   batch_.updates.push_back(
       store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error), skipped});
 }
@@ -491,6 +496,7 @@ void Daemon::flush() {
   pending_submits_.clear();
   store::Batch batch = std::move(batch_);
   batch_ = {};
+  submits_in_flight_ = batch.submits.size();
   writer_->commit(std::move(batch), [this, events = std::move(events), pending = std::move(pending)](
                                         StoreWriter::Result result) mutable {
     committed(std::move(result), std::move(pending), std::move(events));
@@ -500,6 +506,13 @@ void Daemon::flush() {
 void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pending,
                        std::vector<std::string> events) {
   last_commit_error_ = result.committed ? "" : result.error;
+  submits_in_flight_ = 0;
+  for (const auto& u : result.batch.updates) {
+    if (store::finished(u.state)) unsettled_.erase(u.id);
+  }
+  for (const auto& u : result.kept) {
+    if (store::finished(u.state)) unsettled_.insert(u.id);  // not stored after all: goes again with the next
+  }
   if (!result.committed) {
     spdlog::error("store: {}", result.error);
     events.insert(events.end(), pending_events_.begin(), pending_events_.end());
@@ -593,8 +606,6 @@ void Daemon::refill() {
   std::size_t room = window_ - (scheduler_->runnable() + scheduler_->running() + retry_wait_.size());
   std::vector<store::Job> jobs;
   try {
-    // The store must know every outcome so far: a finished job it still has queued would run again.
-    if (!batch_.updates.empty() || writer_->busy()) sync_store();
     jobs = store_->next_queued(cursor_, room);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
@@ -602,7 +613,8 @@ void Daemon::refill() {
   }
   for (const auto& job : jobs) {
     cursor_ = store::Cursor{job.priority, job.id};
-    if (scheduler_->contains(job.id)) continue;
+    // In memory already, or finished with its outcome not committed yet (it would run again).
+    if (scheduler_->contains(job.id) || unsettled_.count(job.id)) continue;
     add_to_scheduler(job);
   }
   if (jobs.size() < room) store_has_more_ = false;
@@ -696,7 +708,15 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
                                         std::holds_alternative<control::List>(request->op) ||
                                         std::holds_alternative<control::Cancel>(request->op));
     try {
-      reads_jobs ? flush_all() : sync_store();
+      // Others (stats, ping, watch) see the committed state, which is all a client has been told; they wait
+      // only when a submit's answer is still to go out (answers keep the order of the requests).
+      if (reads_jobs) {
+        flush_all();
+      } else if (!batch_.submits.empty() || submits_in_flight_ > 0) {
+        sync_store();
+      } else {
+        flush();
+      }
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }

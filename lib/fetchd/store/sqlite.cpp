@@ -118,6 +118,14 @@ void Statement::reset() noexcept {
 // ---- Database
 
 Database Database::open(const std::filesystem::path& path, int flags) {
+  // Before SQLite's first use: no memory statistics. With them every allocation of every connection takes one
+  // process-wide mutex (sqlite3_status), which the daemon's two connections, on two threads, then share. fetchd
+  // never reads the statistics. Too late (SQLITE_MISUSE) when something else initialised SQLite first: harmless.
+  static const bool configured = [] {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    return true;
+  }();
+  (void)configured;
   auto name = std::make_shared<const std::string>(path.string());
   sqlite3* db = nullptr;
   const int rc = sqlite3_open_v2(name->c_str(), &db, flags | SQLITE_OPEN_EXRESCODE, nullptr);
