@@ -32,7 +32,7 @@ inline constexpr std::chrono::milliseconds kDefaultTimeout = std::chrono::second
 // reload answers once the new configuration is in force, which may mean loading a long job list.
 inline constexpr std::chrono::milliseconds kReloadTimeout = std::chrono::seconds(120);
 // Batches of one submit that may be on their way at once; bounds memory and the daemon's reply backlog.
-inline constexpr std::size_t kMaxSubmitsInFlight = 4;
+inline constexpr std::size_t kMaxSubmitsInFlight = 8;
 
 struct GlobalOptions {
   Endpoint endpoint;

@@ -17,9 +17,10 @@ namespace fetchd::ctl {
 
 // The daemon refuses request lines longer than this (bytes, without the '\n'): protocol "line_too_long".
 inline constexpr std::size_t kMaxRequestLine = 1048576;
-// At most this many jobs per submit request (the daemon accepts more; smaller requests keep each store commit
-// and each reply short, and let the next batch travel while the daemon commits this one).
-inline constexpr std::size_t kMaxJobsPerSubmit = 5000;
+// At most this many jobs per submit request: the daemon's control::kSubmitJobsPerLine (fetchctl does not link the
+// daemon's libraries). The daemon accepts more, but it takes about this many per turn of its loop, so the jobs
+// of the first lines are committed and downloading while it reads the next ones.
+inline constexpr std::size_t kMaxJobsPerSubmit = 1000;
 // list pages: the protocol's maximum limit.
 inline constexpr std::int64_t kMaxListLimit = 10000;
 

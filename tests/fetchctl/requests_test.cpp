@@ -64,7 +64,7 @@ TEST(MakeJob, OnlyTheGivenFieldsInProtocolOrder) {
             R"({"url":"https://a/b","retries":2,"max_size":"1GiB"})");
 }
 
-TEST(SubmitBatch, AtMost5000Jobs) {
+TEST(SubmitBatch, AtMostMaxJobsPerSubmit) {
   SubmitBatch batch;
   std::string job = make_job("https://a/b", {}).dump();
   for (std::size_t i = 0; i < kMaxJobsPerSubmit; ++i) ASSERT_TRUE(batch.try_add(job)) << i;

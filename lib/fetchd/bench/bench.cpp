@@ -513,7 +513,7 @@ Row serve_row(const RowContext& ctx) {
   // Checksums go with the jobs exactly when the run row's job list would carry them.
   row.inline_checks = make_job_list(settings, ctx.files, options.job_list_limits).inline_checks;
   const auto lines =
-      encode_submit_lines(ctx.files, row.inline_checks, control::kMaxLineBytes, control::kMaxJobsPerSubmit);
+      encode_submit_lines(ctx.files, row.inline_checks, control::kMaxLineBytes, control::kSubmitJobsPerLine);
   write_text(config_path, make_daemon_config(settings, socket, state_dir));
 
   const std::vector<std::string> argv = {options.self_exe, "serve", "--config", config_path.string()};

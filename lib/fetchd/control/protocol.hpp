@@ -36,6 +36,10 @@ std::string_view to_string(ErrorCode code);  // "bad_json", "bad_request", ...
 
 inline constexpr std::size_t kMaxLineBytes = 1 << 20;  // without the '\n' (and a tolerated '\r')
 inline constexpr std::size_t kMaxJobsPerSubmit = 100000;
+// What a client best puts in one submit line: the daemon takes about this many submitted jobs per turn of its
+// loop and lets the transfers run before it reads the connection's next line, so larger lines only delay the
+// first transfers (fetchctl and bench send lines of this many jobs).
+inline constexpr std::size_t kSubmitJobsPerLine = 1000;
 inline constexpr std::size_t kMaxKeyBytes = 1024;
 inline constexpr std::uint64_t kDefaultListLimit = 1000;
 inline constexpr std::uint64_t kMaxListLimit = 10000;

@@ -46,7 +46,7 @@ using Clock = std::chrono::steady_clock;
 constexpr std::uint64_t kOutcomeCommitMs = 25;
 constexpr std::uint64_t kTickMs = 1000;
 // Jobs submitted in one loop iteration after which a connection waits for the next one (ControlServer::yield).
-constexpr std::size_t kSubmitJobsPerTurn = 1000;  // stats for watchers, progress events, sd_notify STATUS
+constexpr std::size_t kSubmitJobsPerTurn = control::kSubmitJobsPerLine;  // stats for watchers, progress events, sd_notify STATUS
 constexpr std::uint64_t kPruneEveryMs = 3'600'000;
 constexpr std::size_t kMaxWindow = 50'000;
 constexpr std::size_t kMaxPendingUpdates = 1'000'000;
