@@ -296,6 +296,44 @@ TEST_F(Durability, DoneEventsGoOutOnlyAfterTheCommit) {
   EXPECT_EQ(c.request(json{{"op", "status"}, {"id", ids[0]}})["result"]["job"]["state"], "done");
 }
 
+// A slow store (a locked file, a slow disk; later a database over the network) must stall neither the transfers
+// nor the socket. The test holds SQLite's write lock: the daemon's commits wait for it, up to their 5 s busy
+// timeout. Meanwhile every transfer still runs and publishes its file, and pings are answered, all before any
+// commit failed. With the commits on the control loop, the first ping would be answered only after a failed
+// commit ("locked" in the log).
+TEST_F(Durability, AStalledStoreStallsNeitherTransfersNorTheSocket) {
+  config_.concurrency = 4;
+  ASSERT_TRUE(start());
+  auto c = connect();
+  auto w = watch();
+  json jobs = json::array();
+  constexpr int kStalledJobs = 24;
+  for (int i = 0; i < kStalledJobs; ++i) {
+    jobs.push_back(job(2000, "stall" + std::to_string(i), 700 + static_cast<std::uint64_t>(i), "30ms"));
+  }
+  auto ids = submit(c, jobs);
+  ASSERT_EQ(ids.size(), static_cast<std::size_t>(kStalledJobs));
+  {
+    WriteLock lock(db_path());
+    const std::size_t log0 = daemon_->log_size();
+    // Paced by ping round trips (each one an answer from the loop), bounded.
+    int published = 0;
+    for (int round = 0; round < 100'000 && published < kStalledJobs; ++round) {
+      ASSERT_TRUE(c.request(json{{"op", "ping"}})["ok"].get<bool>());
+      ASSERT_EQ(daemon_->log().find("locked", log0), std::string::npos)
+          << "a commit failed before the transfers and the socket got their turn";
+      published = 0;
+      for (int i = 0; i < kStalledJobs; ++i) published += fs::exists(out("stall" + std::to_string(i))) ? 1 : 0;
+    }
+    EXPECT_EQ(published, kStalledJobs) << "transfers stopped while the store was locked";
+    EXPECT_EQ(daemon_->log().find("locked", log0), std::string::npos);
+  }
+  // Unlocked: the held commit goes through, and every job is done.
+  std::set<std::int64_t> all(ids.begin(), ids.end());
+  auto finals = wait_finished(w, all);
+  EXPECT_EQ(finals.size(), all.size());
+}
+
 // A start is written lazily (a short transfer's store write is its outcome alone), but no later than the next
 // tick: the stats event of that tick comes after the commit. A kill -9 then counts the attempt.
 TEST_F(Durability, AJobRunningForATickIsDurablyRunning) {
