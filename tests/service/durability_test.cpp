@@ -299,8 +299,8 @@ TEST_F(Durability, DoneEventsGoOutOnlyAfterTheCommit) {
 // A slow store (a locked file, a slow disk; later a database over the network) must stall neither the transfers
 // nor the socket. The test holds SQLite's write lock: the daemon's commits wait for it, up to their 5 s busy
 // timeout. Meanwhile every transfer still runs and publishes its file, and pings are answered, all before any
-// commit failed. With the commits on the control loop, the first ping would be answered only after a failed
-// commit ("locked" in the log).
+// commit failed, and the once-a-second tick comes round. With the commits on the control loop, the first ping
+// would be answered only after a failed commit ("locked" in the log).
 TEST_F(Durability, AStalledStoreStallsNeitherTransfersNorTheSocket) {
   config_.concurrency = 4;
   ASSERT_TRUE(start());
@@ -326,6 +326,13 @@ TEST_F(Durability, AStalledStoreStallsNeitherTransfersNorTheSocket) {
       for (int i = 0; i < kStalledJobs; ++i) published += fs::exists(out("stall" + std::to_string(i))) ? 1 : 0;
     }
     EXPECT_EQ(published, kStalledJobs) << "transfers stopped while the store was locked";
+    // The once-a-second tick (sd_notify STATUS, stats, durable starts) comes round without waiting either:
+    // two of them, then the socket still answers at once.
+    const std::size_t from = notify_.size();
+    auto first = notify_.wait_prefix("STATUS=", from, deadline_in(kFailsafe));
+    ASSERT_TRUE(first);
+    ASSERT_TRUE(notify_.wait_prefix("STATUS=", *first + 1, deadline_in(kFailsafe)));
+    ASSERT_TRUE(c.request(json{{"op", "ping"}})["ok"].get<bool>());
     EXPECT_EQ(daemon_->log().find("locked", log0), std::string::npos);
   }
   // Unlocked: the held commit goes through, and every job is done.

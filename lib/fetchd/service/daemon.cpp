@@ -160,6 +160,7 @@ class Daemon {
               bool failed_attempt = false, bool skipped = false);
   // Records the starts not written yet, then commits: what the store says is then what is true now.
   void flush_all();
+  void record_starts();
   // The store's counts, with the unrecorded starts counted as running.
   store::Counts counts_now();
 
@@ -436,9 +437,13 @@ store::Counts Daemon::counts_now() {
   return c;
 }
 
-void Daemon::flush_all() {
+void Daemon::record_starts() {
   for (const auto& [id, attempt] : unrecorded_starts_) record(id, store::State::kRunning, attempt, "", 0);
   unrecorded_starts_.clear();
+}
+
+void Daemon::flush_all() {
+  record_starts();
   sync_store();
 }
 
@@ -928,11 +933,6 @@ std::uint64_t Daemon::queued_in_store(std::uint64_t fallback) {
 }
 
 void Daemon::tick() {
-  try {
-    flush_all();  // a job that runs for a second is durably running
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-  }
   auto c = scheduler_->counters();
   std::uint64_t files = c.done + c.failed;
   files_per_s_ = static_cast<double>(files - last_tick_files_) * 1000.0 / kTickMs;
@@ -945,14 +945,17 @@ void Daemon::tick() {
   if (shutting_down_) {
     notifier_.extend_timeout(std::chrono::seconds(15));  // still draining: keep systemd from killing us
   }
-  if (watchers_.empty()) return;
-  std::string stats_line = control::encode_event("stats", "stats", stats_json());
-  for (auto conn : watchers_) control_->send(conn, stats_line);
-  for (const auto& p : scheduler_->progress()) {
-    json body{{"id", p.id}, {"state", "running"}, {"bytes", p.bytes}};
-    std::string line = control::encode_event("progress", "job", body);
-    for (auto conn : watchers_) control_->send(conn, line);
+  // Counted before the starts are recorded (counts_now corrects by the starts it holds). The events go out
+  // after the commit that writes the starts: a watcher that saw this tick's stats may rely on them.
+  if (!watchers_.empty()) {
+    pending_events_.push_back(control::encode_event("stats", "stats", stats_json()));
+    for (const auto& p : scheduler_->progress()) {
+      json body{{"id", p.id}, {"state", "running"}, {"bytes", p.bytes}};
+      pending_events_.push_back(control::encode_event("progress", "job", body));
+    }
   }
+  record_starts();  // a job that runs for a second is durably running, without the loop waiting for it
+  flush();
 }
 
 // ------------------------------------------------------------------------------------------------ config
