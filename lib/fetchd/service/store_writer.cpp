@@ -5,10 +5,12 @@
 
 #include <cassert>
 
+#include "fetchd/core/quiet_thread.hpp"
+
 namespace fetchd::service {
 
 StoreWriter::StoreWriter(uv_loop_t* loop, std::unique_ptr<store::JobStore> store)
-    : wake_(loop, [this] { deliver(); }), store_(std::move(store)), thread_([this] { run(); }) {}
+    : wake_(loop, [this] { deliver(); }), store_(std::move(store)), thread_(core::start_quiet_thread([this] { run(); })) {}
 
 StoreWriter::~StoreWriter() {
   {

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "fetchd/core/quiet_thread.hpp"
+
 namespace fetchd::strategy {
 
 namespace {
@@ -37,7 +39,7 @@ CurlMultiStrategy::CurlMultiStrategy(const config::StrategyConfig& config, int f
   // As event-loop: connections capped at the transfer cap, and a cache that keeps one per transfer for reuse.
   multi_.set(CURLMOPT_MAX_TOTAL_CONNECTIONS, static_cast<long>(capacity_), "CURLMOPT_MAX_TOTAL_CONNECTIONS");
   multi_.set(CURLMOPT_MAXCONNECTS, static_cast<long>(capacity_), "CURLMOPT_MAXCONNECTS");
-  thread_ = std::thread([this] { run(); });
+  thread_ = core::start_quiet_thread([this] { run(); });
 }
 
 CurlMultiStrategy::~CurlMultiStrategy() {

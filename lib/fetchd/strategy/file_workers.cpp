@@ -5,12 +5,14 @@
 
 #include <stdexcept>
 
+#include "fetchd/core/quiet_thread.hpp"
+
 namespace fetchd::strategy {
 
 FileWorkers::FileWorkers(uv_loop_t* loop, int threads)
     : async_(loop, [this] { deliver(); }), inline_(threads <= 0) {
   threads_.reserve(static_cast<std::size_t>(std::max(0, threads)));
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run_worker(); });
+  for (int i = 0; i < threads; ++i) threads_.push_back(core::start_quiet_thread([this] { run_worker(); }));
 }
 
 FileWorkers::~FileWorkers() { stop(); }

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "fetchd/core/quiet_thread.hpp"
 #include "fetchd/strategy/event_loop_strategy.hpp"
 #include "fetchd/uv/loop.hpp"
 
@@ -29,7 +30,7 @@ LoopThreadsStrategy::LoopThreadsStrategy(const config::StrategyConfig& config, i
     share.concurrency = l->capacity;
     std::promise<void> ready;
     auto started = ready.get_future();
-    l->thread = std::thread([this, raw = l.get(), share, file_threads, limiter, &ready] {
+    l->thread = core::start_quiet_thread([this, raw = l.get(), share, file_threads, limiter, &ready] {
       run_loop(*raw, share, file_threads, limiter, &ready);
     });
     try {

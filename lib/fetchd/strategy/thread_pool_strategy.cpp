@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "fetchd/core/quiet_thread.hpp"
 #include "fetchd/curl/curl.hpp"
 
 namespace fetchd::strategy {
@@ -106,7 +107,7 @@ void ThreadPoolStrategy::start_worker_if_needed() {
     if (queue_.size() <= idle_ || workers_.size() >= static_cast<std::size_t>(capacity_)) return;
   }
   try {
-    workers_.emplace_back([this] { run_worker(); });
+    workers_.push_back(core::start_quiet_thread([this] { run_worker(); }));
   } catch (const std::system_error& e) {
     if (!workers_.empty()) {
       // The queue still drains, only with less parallelism than configured.
