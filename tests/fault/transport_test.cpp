@@ -80,7 +80,9 @@ TEST_P(TransportFault, Case01_HalfTheBodyThenCloseIsRetriedAndResumed) {
 }
 
 TEST_P(TransportFault, Case02_ResetMidBodyIsRetriedAndResumed) {
-  interrupted_then_resumed("reset_after", /*exact_cut=*/true);
+  // Not an exact cut: the origin resets once the proxy's kernel acknowledged every byte, but bytes the proxy has
+  // not read yet are dropped with the reset (seen under ThreadSanitizer's slowdown: 65,368 of 80,000 kept).
+  interrupted_then_resumed("reset_after", /*exact_cut=*/false);
 }
 
 TEST_P(TransportFault, Case01_TruncatedEveryTimeFailsAfterTheRetriesAndKeepsThePart) {
