@@ -48,6 +48,7 @@ class ScriptedStore : public store::JobStore {
   std::vector<store::Job> list(const store::ListQuery&) override { return {}; }
   store::Counts counts() override { return {}; }
   std::uint64_t requeue_running() override { return 0; }
+  std::string describe() const override { return "scripted"; }
   std::uint64_t prune(const store::PruneLimits&) override { return 0; }
 
  private:

@@ -34,8 +34,12 @@ std::vector<core::JobId> ids_of(const std::vector<Job>& jobs) {
 }
 
 class SqliteJobStoreTest : public testutil::StoreTest {};
+using testutil::JobStoreTest;
+INSTANTIATE_TEST_SUITE_P(Backends, JobStoreTest,
+                         ::testing::Values(testutil::Backend::kSqlite, testutil::Backend::kPostgres),
+                         testutil::backend_name);
 
-TEST_F(SqliteJobStoreTest, SubmitStoresEveryFieldAndGetReturnsThem) {
+TEST_P(JobStoreTest, SubmitStoresEveryFieldAndGetReturnsThem) {
   NewJob in = new_job("a.bin", "client:k1", 7);
   in.sha256 = std::string(64, 'a');
   in.size = (std::uint64_t{1} << 63) + 5;  // beyond int64: must round-trip anyway
@@ -103,7 +107,7 @@ TEST_F(SqliteJobStoreTest, OptionsRoundTripAndSurviveAReopen) {
   EXPECT_TRUE(store().get(plain)->options.empty());
 }
 
-TEST_F(SqliteJobStoreTest, AttemptErrorsAreAppendedAndTheNewest16Kept) {
+TEST_P(JobStoreTest, AttemptErrorsAreAppendedAndTheNewest16Kept) {
   const core::JobId id = add(new_job("e.bin"));
   EXPECT_TRUE(store().get(id)->errors.empty());
   for (int i = 1; i <= 20; ++i) {
@@ -123,7 +127,7 @@ TEST_F(SqliteJobStoreTest, AttemptErrorsAreAppendedAndTheNewest16Kept) {
   EXPECT_EQ(all_jobs().at(0).errors, j->errors);  // list() reads them too
 }
 
-TEST_F(SqliteJobStoreTest, SkippedIsStoredWithTheUpdateThatSetsIt) {
+TEST_P(JobStoreTest, SkippedIsStoredWithTheUpdateThatSetsIt) {
   const core::JobId skipped = add(new_job("s.bin"));
   const core::JobId fetched = add(new_job("f.bin"));
   EXPECT_FALSE(store().get(skipped)->skipped);
@@ -142,7 +146,7 @@ TEST_F(SqliteJobStoreTest, SkippedIsStoredWithTheUpdateThatSetsIt) {
   EXPECT_FALSE(store().get(skipped)->skipped);
 }
 
-TEST_F(SqliteJobStoreTest, OptionalFieldsStayAbsent) {
+TEST_P(JobStoreTest, OptionalFieldsStayAbsent) {
   const core::JobId id = add(new_job("plain"));
   const auto j = store().get(id);
   ASSERT_TRUE(j);
@@ -152,18 +156,18 @@ TEST_F(SqliteJobStoreTest, OptionalFieldsStayAbsent) {
   EXPECT_TRUE(j->headers.empty());
 }
 
-TEST_F(SqliteJobStoreTest, GetOfUnknownIdIsEmpty) {
+TEST_P(JobStoreTest, GetOfUnknownIdIsEmpty) {
   EXPECT_FALSE(store().get(12345));
   add(new_job("x"));
   EXPECT_FALSE(store().get(12345));
 }
 
-TEST_F(SqliteJobStoreTest, EmptyBatchCommitsNothing) {
+TEST_P(JobStoreTest, EmptyBatchCommitsNothing) {
   EXPECT_TRUE(store().commit(Batch{}).submits.empty());
   EXPECT_TRUE(all_jobs().empty());
 }
 
-TEST_F(SqliteJobStoreTest, ExistingKeyReturnsThatJobInAnyState) {
+TEST_P(JobStoreTest, ExistingKeyReturnsThatJobInAnyState) {
   const core::JobId id = add(new_job("a", "client:k"));
   // Same key, even with another dest: no insert, the existing job.
   auto r = store().commit(submits({new_job("other", "client:k")}));
@@ -180,7 +184,7 @@ TEST_F(SqliteJobStoreTest, ExistingKeyReturnsThatJobInAnyState) {
   EXPECT_EQ(all_jobs().size(), 1U);
 }
 
-TEST_F(SqliteJobStoreTest, SameKeyTwiceInOneBatchIsOneJob) {
+TEST_P(JobStoreTest, SameKeyTwiceInOneBatchIsOneJob) {
   const auto r = store().commit(submits({new_job("a", "config:a"), new_job("a", "config:a")}));
   ASSERT_EQ(r.submits.size(), 2U);
   EXPECT_EQ(r.submits[0].kind, Kind::kCreated);
@@ -189,14 +193,14 @@ TEST_F(SqliteJobStoreTest, SameKeyTwiceInOneBatchIsOneJob) {
   EXPECT_EQ(all_jobs().size(), 1U);
 }
 
-TEST_F(SqliteJobStoreTest, EmptyKeysNeverDedupe) {
+TEST_P(JobStoreTest, EmptyKeysNeverDedupe) {
   const auto r = store().commit(submits({new_job("a"), new_job("b")}));
   EXPECT_EQ(r.submits[0].kind, Kind::kCreated);
   EXPECT_EQ(r.submits[1].kind, Kind::kCreated);
   EXPECT_NE(r.submits[0].id, r.submits[1].id);
 }
 
-TEST_F(SqliteJobStoreTest, UnfinishedJobWithSameDestIsAConflict) {
+TEST_P(JobStoreTest, UnfinishedJobWithSameDestIsAConflict) {
   const core::JobId first = add(new_job("same", "client:1"));
   auto r = store().commit(submits({new_job("same", "client:2")}));
   EXPECT_EQ(r.submits[0].kind, Kind::kConflict);
@@ -215,7 +219,7 @@ TEST_F(SqliteJobStoreTest, UnfinishedJobWithSameDestIsAConflict) {
   EXPECT_EQ(all_jobs().size(), 1U);
 }
 
-TEST_F(SqliteJobStoreTest, SameDestTwiceInOneBatchConflictsWithTheFirst) {
+TEST_P(JobStoreTest, SameDestTwiceInOneBatchConflictsWithTheFirst) {
   const auto r = store().commit(submits({new_job("d", "client:1"), new_job("d", "client:2"), new_job("e")}));
   ASSERT_EQ(r.submits.size(), 3U);
   EXPECT_EQ(r.submits[0].kind, Kind::kCreated);
@@ -225,7 +229,7 @@ TEST_F(SqliteJobStoreTest, SameDestTwiceInOneBatchConflictsWithTheFirst) {
   EXPECT_EQ(all_jobs().size(), 2U);
 }
 
-TEST_F(SqliteJobStoreTest, SameDestIsAllowedAgainOnceTheJobFinished) {
+TEST_P(JobStoreTest, SameDestIsAllowedAgainOnceTheJobFinished) {
   for (State end : {State::kDone, State::kFailed, State::kCancelled}) {
     const std::string dest = "again-" + std::string(to_string(end));
     const core::JobId first = add(new_job(dest));
@@ -236,7 +240,7 @@ TEST_F(SqliteJobStoreTest, SameDestIsAllowedAgainOnceTheJobFinished) {
   }
 }
 
-TEST_F(SqliteJobStoreTest, UpdatesApplyBeforeTheSubmitsOfTheSameBatch) {
+TEST_P(JobStoreTest, UpdatesApplyBeforeTheSubmitsOfTheSameBatch) {
   const core::JobId first = add(new_job("d"));
   Batch b = submits({new_job("d")});
   b.updates = {update_of(first, State::kDone)};
@@ -245,7 +249,7 @@ TEST_F(SqliteJobStoreTest, UpdatesApplyBeforeTheSubmitsOfTheSameBatch) {
   EXPECT_EQ(store().get(first)->state, State::kDone);
 }
 
-TEST_F(SqliteJobStoreTest, UpdateSetsFieldsAndTimestamps) {
+TEST_P(JobStoreTest, UpdateSetsFieldsAndTimestamps) {
   const core::JobId id = add(new_job("u"));
   const std::int64_t created = store().get(id)->created_ms;
 
@@ -279,7 +283,7 @@ TEST_F(SqliteJobStoreTest, UpdateSetsFieldsAndTimestamps) {
   EXPECT_EQ(j->attempts, 3);
 }
 
-TEST_F(SqliteJobStoreTest, UpdateOfUnknownIdIsIgnored) {
+TEST_P(JobStoreTest, UpdateOfUnknownIdIsIgnored) {
   const core::JobId id = add(new_job("known"));
   Batch b = submits({new_job("new")});
   b.updates = {update_of(999999, State::kDone), update_of(id, State::kRunning)};
@@ -290,7 +294,7 @@ TEST_F(SqliteJobStoreTest, UpdateOfUnknownIdIsIgnored) {
   EXPECT_EQ(all_jobs().size(), 2U);
 }
 
-TEST_F(SqliteJobStoreTest, UpdateMakingASecondUnfinishedJobForADestFailsAndRollsBackTheBatch) {
+TEST_P(JobStoreTest, UpdateMakingASecondUnfinishedJobForADestFailsAndRollsBackTheBatch) {
   const core::JobId old_job = add(new_job("d"));
   store().commit(updates({update_of(old_job, State::kFailed, 1, "timeout")}));
   const core::JobId current = add(new_job("d"));  // allowed: the old one is finished
@@ -306,8 +310,11 @@ TEST_F(SqliteJobStoreTest, UpdateMakingASecondUnfinishedJobForADestFailsAndRolls
     FAIL() << "commit succeeded";
   } catch (const StoreError& e) {
     const std::string what = e.what();
-    EXPECT_NE(what.find(db_path().string()), std::string::npos) << what;
-    EXPECT_NE(what.find("UNIQUE constraint failed: jobs.dest"), std::string::npos) << what;
+    EXPECT_NE(what.find(store().describe()), std::string::npos) << what;
+    EXPECT_NE(what.find(GetParam() == testutil::Backend::kSqlite ? "UNIQUE constraint failed: jobs.dest"
+                                                                 : "jobs_unfinished_dest"),
+              std::string::npos)
+        << what;
   }
   // Nothing of the batch is visible.
   EXPECT_EQ(store().get(other)->state, State::kQueued);
@@ -442,7 +449,7 @@ TEST_F(SqliteJobStoreTest, QueryPlansUseTheIndexes) {
   }
 }
 
-TEST_F(SqliteJobStoreTest, ListFiltersAndPagesById) {
+TEST_P(JobStoreTest, ListFiltersAndPagesById) {
   std::vector<core::JobId> ids;
   for (int i = 0; i < 10; ++i) ids.push_back(add(new_job("l" + std::to_string(i), "", 10 - i)));
   store().commit(updates({update_of(ids[2], State::kDone), update_of(ids[5], State::kDone),
@@ -473,7 +480,7 @@ TEST_F(SqliteJobStoreTest, ListFiltersAndPagesById) {
   EXPECT_TRUE(store().list(running).empty());
 }
 
-TEST_F(SqliteJobStoreTest, CountsFollowEveryChange) {
+TEST_P(JobStoreTest, CountsFollowEveryChange) {
   auto expect_counts = [&](std::uint64_t q, std::uint64_t r, std::uint64_t d, std::uint64_t f,
                            std::uint64_t c) {
     const Counts n = store().counts();

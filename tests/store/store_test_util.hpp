@@ -11,6 +11,7 @@
 
 #include "fetchd/store/job_store.hpp"
 #include "fetchd/store/sqlite.hpp"
+#include "pg_cluster.hpp"
 #include "temp_dir.hpp"
 
 namespace fetchd::store::testutil {
@@ -48,15 +49,36 @@ inline sqlite::Database raw(const std::filesystem::path& path) {
   return db;
 }
 
+enum class Backend { kSqlite, kPostgres };
+inline std::string backend_name(const ::testing::TestParamInfo<Backend>& info) {
+  return info.param == Backend::kSqlite ? "sqlite" : "postgres";
+}
+
+// The test binary's PostgreSQL server, started at its first use and stopped at exit.
+inline fetchd::testing::PgCluster& pg_cluster() {
+  static fetchd::testing::PgCluster cluster;
+  return cluster;
+}
+
 class StoreTest : public ::testing::Test {
  protected:
-  void SetUp() override { store_ = open_sqlite_store(db_path()); }
+  void SetUp() override {
+    if (backend() == Backend::kPostgres) pg_url_ = pg_cluster().fresh_url();
+    reopen();
+  }
+  virtual Backend backend() const { return Backend::kSqlite; }
 
   std::filesystem::path db_path() const { return dir_ / "jobs.db"; }
   JobStore& store() { return *store_; }
+  // A shared store's options: this node, a lease of `lease`.
+  PostgresOptions pg_options(const std::string& node = "n1",
+                             std::chrono::milliseconds lease = std::chrono::seconds(30)) const {
+    return PostgresOptions{pg_url_, node, lease, false};
+  }
   void reopen(const SqliteOptions& options = {}) {
     store_.reset();
-    store_ = open_sqlite_store(db_path(), options);
+    store_ = backend() == Backend::kSqlite ? open_sqlite_store(db_path(), options)
+                                           : open_postgres_store(pg_options());
   }
   void close() { store_.reset(); }
 
@@ -75,7 +97,14 @@ class StoreTest : public ::testing::Test {
   }
 
   fetchd::testing::TempDir dir_;
+  std::string pg_url_;  // Backend::kPostgres: this test's own database
   std::unique_ptr<JobStore> store_;
+};
+
+// The same test against every backend: TEST_P(JobStoreTest, ...).
+class JobStoreTest : public StoreTest, public ::testing::WithParamInterface<Backend> {
+ protected:
+  Backend backend() const override { return GetParam(); }
 };
 
 }  // namespace fetchd::store::testutil

@@ -27,4 +27,14 @@ std::optional<State> state_from_string(std::string_view s) {
   return std::nullopt;
 }
 
+std::vector<Job> JobStore::claim(std::size_t /*limit*/) {
+  throw std::logic_error("claim() on a store that is not shared");
+}
+std::vector<core::JobId> JobStore::renew(const std::vector<Held>& /*held*/) {
+  throw std::logic_error("renew() on a store that is not shared");
+}
+std::uint64_t JobStore::release_expired() {
+  throw std::logic_error("release_expired() on a store that is not shared");
+}
+
 }  // namespace fetchd::store

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The durable job store: every job the daemon acknowledged, its own options, state, attempts and errors. An interface,
-// so the scheduler side never knows the backend (SQLite now; a shared Redis Streams queue is planned).
+// so the scheduler side never knows the backend: SQLite for one host, PostgreSQL for a fleet of daemons sharing
+// one queue (a shared store: jobs are claimed with leases, docs/fleet.md).
 // Every write goes through commit(): one transaction per call, so the daemon groups submits
 // and state changes into one fsync, and acknowledges nothing before commit() returned.
-// Thread: one thread (the control loop) uses a store; it is not shared.
+// Thread: one thread uses a store object (the daemon opens one per thread).
 
 #include <chrono>
 #include <cstdint>
@@ -62,6 +63,9 @@ struct Job {
   std::int64_t created_ms = 0;   // Unix epoch milliseconds
   std::int64_t updated_ms = 0;
   std::int64_t finished_ms = 0;  // 0 while unfinished
+  // Shared stores: the fencing token of this node's claim (from claim()); 0 when not claimed by this call.
+  std::uint64_t lease = 0;
+  std::string published_by;  // shared stores: the node whose update made it done; "" otherwise
 };
 
 // A state change of one job. Fields are absolute values, not deltas.
@@ -75,6 +79,10 @@ struct Update {
   std::optional<std::string> attempt_error;
   // Done because the destination existed (on_exists: skip); false for every other update.
   bool skipped = false;
+  // Shared stores: the claim's token. Non-zero: applied only while the job still holds exactly that lease (it
+  // was not re-claimed by another node, nor cancelled); otherwise the update is fenced (BatchResult::fenced).
+  // A finished state ends the lease. 0: applied whatever the lease (a client's cancel).
+  std::uint64_t lease = 0;
 };
 
 struct SubmitOutcome {
@@ -96,6 +104,20 @@ struct Batch {
 
 struct BatchResult {
   std::vector<SubmitOutcome> submits;  // one per Batch::submits, same order
+  std::vector<core::JobId> fenced;     // updates not applied: their lease was lost (shared stores)
+};
+
+// A claimed job's lease still held after renew().
+struct Held {
+  core::JobId id = 0;
+  std::uint64_t lease = 0;
+};
+
+// What another node asked of this one (shared stores), through the store's notification channel.
+struct Notice {
+  enum class Kind { kJobsQueued, kCancel };
+  Kind kind = Kind::kJobsQueued;
+  core::JobId id = 0;  // kCancel
 };
 
 // Keyset position in the run order (priority descending, then id ascending).
@@ -137,10 +159,27 @@ class JobStore {
   virtual std::optional<Job> get(core::JobId id) = 0;
   virtual std::vector<Job> list(const ListQuery& query) = 0;
   virtual Counts counts() = 0;
-  // At start-up: jobs a previous process left running go back to queued (their attempts are kept).
+  // At start-up (and at the end of a shutdown): the jobs a previous process of this daemon left running (or, in
+  // a shared store, claimed) go back to queued; their attempts are kept.
   virtual std::uint64_t requeue_running() = 0;
   // Deletes finished jobs beyond the limits (oldest first); never an unfinished one. Returns how many.
   virtual std::uint64_t prune(const PruneLimits& limits) = 0;
+  // What the daemon logs as the store's name (a file, or a database without its password).
+  virtual std::string describe() const = 0;
+
+  // --- Shared stores (several daemons on one queue). A single-host store is not shared and never called here.
+  virtual bool shared() const { return false; }
+  // Claims up to `limit` runnable jobs in run order for this node (the node and the lease length were given at
+  // open): each comes back with a fresh token in Job::lease, and no other node gets it while the lease lasts.
+  virtual std::vector<Job> claim(std::size_t limit);
+  // Extends the leases in `held` by the lease length from now; returns those still held (the others were lost:
+  // re-claimed after they expired, or cancelled).
+  virtual std::vector<core::JobId> renew(const std::vector<Held>& held);
+  // Puts the jobs whose lease expired back in the queue (their attempts are kept); returns how many.
+  virtual std::uint64_t release_expired();
+  // A descriptor that turns readable when notices may have arrived; -1 when the store has none.
+  virtual int notice_fd() { return -1; }
+  virtual std::vector<Notice> take_notices() { return {}; }
 };
 
 enum class Synchronous { kFull, kNormal };
@@ -154,5 +193,19 @@ struct SqliteOptions {
 // Opens (creating when missing) `path` (e.g. /var/lib/fetchd/jobs.db) in WAL mode. Throws StoreError naming the
 // file when it cannot be opened, is not a fetchd database, is corrupt, or has a newer schema.
 std::unique_ptr<JobStore> open_sqlite_store(const std::filesystem::path& path, const SqliteOptions& options = {});
+
+struct PostgresOptions {
+  std::string url;   // a libpq connection URI or key=value string; "" = the PG* environment variables alone
+  std::string node;  // this daemon's name in the fleet (claims, published_by)
+  std::chrono::milliseconds lease{std::chrono::seconds(30)};
+  bool listen = false;  // LISTEN for other nodes' notices (the daemon's loop connection)
+};
+
+// Connects and brings the schema to this binary's version (under an advisory lock, so nodes starting together
+// do not race). Throws StoreError naming the database (never its password): unreachable, authentication
+// failed, not a fetchd schema, or a schema newer than this fetchd.
+std::unique_ptr<JobStore> open_postgres_store(const PostgresOptions& options);
+// The URL with its password replaced by "***", for logs and config dumps.
+std::string redact_postgres_url(const std::string& url);
 
 }  // namespace fetchd::store

@@ -297,6 +297,8 @@ class SqliteJobStore final : public JobStore {
     return static_cast<std::uint64_t>(changed);
   }
 
+  std::string describe() const override { return db_.name(); }
+
   std::uint64_t prune(const PruneLimits& limits) override {
     check_thread_();
     std::uint64_t pruned = 0;
