@@ -44,6 +44,9 @@ TEST_F(ConfigTest, DaemonSectionsRejectBadValues) {
   EXPECT_TRUE(rejected_with("state:\n  synchronous: off\n", "state.synchronous", 2, "expected one of: full"));
   EXPECT_TRUE(rejected_with("state:\n  history:\n    max_age: soon\n", "state.history.max_age", 3, "soon"));
   EXPECT_TRUE(rejected_with("state:\n  histroy: {}\n", "state.histroy", 2, "did you mean 'history'?"));
+  EXPECT_TRUE(rejected_with("state:\n  url: mysql://db/x\n", "state.url", 2, "starting with postgresql://"));
+  EXPECT_TRUE(rejected_with("state:\n  lease: 1s\n", "state.lease", 2, "at least 3s"));
+  EXPECT_TRUE(rejected_with("state:\n  node: \"a b\"\n", "state.node", 2, "A-Z a-z 0-9"));
   EXPECT_TRUE(rejected_with("shutdown:\n  grace: -1s\n", "shutdown.grace", 2, ""));
 }
 

@@ -82,7 +82,7 @@ defaults:
   headers: { X-Example: "1", Accept: "*/*" }
 log: { level: debug, interval: 1.5s }
 control: { socket: run/ctl.sock, mode: "0640", group: staff, tcp: "127.0.0.1:7070", max_connections: 50 }
-state: { dir: state, synchronous: normal, history: { max_age: 2d, max_jobs: 10 } }
+state: { dir: state, synchronous: normal, history: { max_age: 2d, max_jobs: 10 }, url: "postgresql:///fetchd", node: n1, lease: 45s }
 shutdown: { grace: 90s }
 jobs:
   - url: http://127.0.0.1:8080/a.bin
@@ -118,6 +118,9 @@ jobs:
   EXPECT_EQ(c.state.synchronous, Synchronous::kNormal);
   EXPECT_EQ(c.state.history_max_age, std::chrono::hours(48));
   EXPECT_EQ(c.state.history_max_jobs, 10u);
+  EXPECT_EQ(c.state.url, "postgresql:///fetchd");
+  EXPECT_EQ(c.state.node, "n1");
+  EXPECT_EQ(c.state.lease, milliseconds(45'000));
   EXPECT_EQ(c.shutdown.grace, milliseconds(90'000));
   EXPECT_EQ(c.jobs[0].url, "http://127.0.0.1:8080/a.bin");
   EXPECT_EQ(c.jobs[0].dest, "sub/a.bin");

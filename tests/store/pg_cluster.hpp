@@ -53,10 +53,19 @@ class PgCluster {
     const std::string data = dir_ + "/data";
     run({std::string(kBin) + "/initdb", "-D", data, "-U", "fetchd", "-A", "trust", "-E", "UTF8", "--no-sync",
          "--locale=C"});
-    std::string opts = "-k " + dir_ + " -c listen_addresses='' -c max_connections=200";
-    if (!fsync) opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off";
-    run({std::string(kBin) + "/pg_ctl", "-D", data, "-w", "-t", "60", "-o", opts, "-l", dir_ + "/server.log",
-         "start"});
+    opts_ = "-k " + dir_ + " -c listen_addresses='' -c max_connections=200";
+    if (!fsync) opts_ += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+    start();
+  }
+
+  // The server down and up again, as in a restart or failover: connections are cut (stop -m fast).
+  void stop() {
+    run({std::string(kBin) + "/pg_ctl", "-D", dir_ + "/data", "-w", "-t", "60", "-m", "fast", "stop"});
+    started_ = false;
+  }
+  void start() {
+    run({std::string(kBin) + "/pg_ctl", "-D", dir_ + "/data", "-w", "-t", "60", "-o", opts_, "-l",
+         dir_ + "/server.log", "start"});
     started_ = true;
   }
 
@@ -133,6 +142,7 @@ class PgCluster {
   }
 
   std::string dir_;
+  std::string opts_;
   uid_t uid_ = 0;
   gid_t gid_ = 0;
   bool started_ = false;

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "fetchd/core/text.hpp"
 #include "store_test_util.hpp"
 
 namespace fetchd::store {
@@ -289,12 +290,12 @@ TEST_F(PostgresStoreTest, AnUnreachableServerOrAnUnknownRoleIsAClearError) {
   }
 }
 
-TEST(PostgresUrl, PasswordsAreRedacted) {
-  EXPECT_EQ(redact_postgres_url("postgresql://u:pw@db.example/fetchd"),
+TEST(RedactPassword, UserinfoAndParameters) {
+  EXPECT_EQ(core::redact_password("postgresql://u:pw@db.example/fetchd"),
             "postgresql://u:***@db.example/fetchd");
-  EXPECT_EQ(redact_postgres_url("postgresql://u@db/fetchd"), "postgresql://u@db/fetchd");
-  EXPECT_EQ(redact_postgres_url("host=db password=pw user=u"), "host=db password=*** user=u");
-  EXPECT_EQ(redact_postgres_url("postgresql:///fetchd?password=pw&host=/run"),
+  EXPECT_EQ(core::redact_password("postgresql://u@db/fetchd"), "postgresql://u@db/fetchd");
+  EXPECT_EQ(core::redact_password("host=db password=pw user=u"), "host=db password=*** user=u");
+  EXPECT_EQ(core::redact_password("postgresql:///fetchd?password=pw&host=/run"),
             "postgresql:///fetchd?password=***&host=/run");
 }
 

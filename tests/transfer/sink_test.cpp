@@ -10,6 +10,7 @@
 #include <string>
 
 #include "fake_file_system.hpp"
+#include "fetchd/transfer/publish_fence.hpp"
 #include "test_support.hpp"
 
 namespace fetchd::transfer {
@@ -78,6 +79,39 @@ TEST_F(SinkTest, CommitPublishesAtomicallyAndCreatesParents) {
   EXPECT_FALSE(exists(dest + ".part"));
   EXPECT_TRUE(sink.discard()) << "discard after commit is a no-op";
   EXPECT_EQ(read_file(dest), "hello");
+}
+
+// A fleet node's .part carries its name, and its rename waits on nothing but is refused once its publish
+// fence passed (the lease on the job may be another node's now); a sink that is not fenced publishes
+// regardless.
+TEST_F(SinkTest, AFencedCommitIsRefusedOnceThePublishFencePassed) {
+  struct ResetFence {
+    ~ResetFence() { set_publish_deadline(std::chrono::steady_clock::time_point::max()); }
+  } reset;
+  const std::string dest = path("fenced.bin");
+  Sink sink(dest, posix_file_system(), false, "node-a");
+  ASSERT_TRUE(sink.open()) << sink.error();
+  EXPECT_EQ(sink.part_path(), dest + ".node-a.part");
+  ASSERT_TRUE(write_str(sink, "late"));
+  set_publish_deadline(std::chrono::steady_clock::now() - std::chrono::seconds(1));
+  EXPECT_FALSE(sink.commit({.fsync = false, .replace = true, .fenced = true}));
+  EXPECT_EQ(sink.error_code(), ENOLCK);
+  EXPECT_NE(sink.error().find("lease"), std::string::npos) << sink.error();
+  EXPECT_FALSE(exists(dest));
+  EXPECT_TRUE(sink.discard());
+  EXPECT_FALSE(exists(dest + ".node-a.part"));
+
+  Sink unfenced(dest);
+  ASSERT_TRUE(unfenced.open());
+  ASSERT_TRUE(write_str(unfenced, "x"));
+  EXPECT_TRUE(unfenced.commit({.fsync = false, .replace = true})) << unfenced.error();
+
+  set_publish_deadline(std::chrono::steady_clock::now() + std::chrono::hours(1));
+  Sink in_time(dest, posix_file_system(), false, "node-a");
+  ASSERT_TRUE(in_time.open());
+  ASSERT_TRUE(write_str(in_time, "in time"));
+  EXPECT_TRUE(in_time.commit({.fsync = false, .replace = true, .fenced = true})) << in_time.error();
+  EXPECT_EQ(read_file(dest), "in time");
 }
 
 TEST_F(SinkTest, DiscardLeavesNothing) {

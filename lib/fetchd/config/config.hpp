@@ -74,6 +74,12 @@ struct StateConfig {
   Synchronous synchronous = Synchronous::kFull;
   std::chrono::milliseconds history_max_age{std::chrono::hours(24 * 7)};  // finished jobs older are pruned
   std::uint64_t history_max_jobs = 100000;  // at most this many finished jobs are kept
+  // The shared queue of a fleet (docs/fleet.md): a PostgreSQL URL (libpq URI or key=value string); "" = the
+  // SQLite store in dir. node: this daemon's name in the fleet ("" = the host name); lease: how long a claim
+  // lasts without renewal.
+  std::string url;
+  std::string node;
+  std::chrono::milliseconds lease{std::chrono::seconds(30)};
 
   bool operator==(const StateConfig&) const = default;
 };

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "fetchd/config/config.hpp"
+#include "fetchd/core/text.hpp"
 #include "fetchd/core/units.hpp"
 #include "fetchd/curl/curl.hpp"
 #include "text_util.hpp"
@@ -146,6 +147,10 @@ std::string dump_config(const Config& config, bool show_secrets) {
   out << YAML::Key << "state" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "dir" << YAML::Value << YAML::DoubleQuoted << st.dir.string();
   out << YAML::Key << "synchronous" << YAML::Value << std::string(to_string(st.synchronous));
+  out << YAML::Key << "url" << YAML::Value << YAML::DoubleQuoted
+      << (show_secrets ? st.url : core::redact_password(st.url));
+  out << YAML::Key << "node" << YAML::Value << YAML::DoubleQuoted << st.node;
+  out << YAML::Key << "lease" << YAML::Value << exact_duration(st.lease);
   out << YAML::Key << "history" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "max_age" << YAML::Value << exact_duration(st.history_max_age);
   out << YAML::Key << "max_jobs" << YAML::Value << st.history_max_jobs;

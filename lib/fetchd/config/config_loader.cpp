@@ -44,7 +44,7 @@ const std::vector<std::string_view> kLimitsKeys{"per_host", "rate"};
 const std::vector<std::string_view> kTlsKeys{"ca_file", "ca_path"};
 const std::vector<std::string_view> kSecurityKeys{"deny_private_addresses", "redact_query"};
 const std::vector<std::string_view> kControlKeys{"socket", "mode", "group", "tcp", "max_connections"};
-const std::vector<std::string_view> kStateKeys{"dir", "synchronous", "history"};
+const std::vector<std::string_view> kStateKeys{"dir", "synchronous", "history", "url", "node", "lease"};
 const std::vector<std::string_view> kHistoryKeys{"max_age", "max_jobs"};
 const std::vector<std::string_view> kShutdownKeys{"grace"};
 const std::vector<std::string_view> kStrategyKeys{"kind", "concurrency", "workers", "inner", "threads"};
@@ -620,6 +620,35 @@ class Loader final : public ValueReader {
                                          {{"full", Synchronous::kFull}, {"normal", Synchronous::kNormal}})) {
           st.synchronous = *v;
         }
+      } else if (e.name == "url") {
+        auto v = scalar(e, "a PostgreSQL URL such as \"postgresql://fetchd@db.example/fetchd\"");
+        if (!v) continue;
+        if (!v->empty() && v->rfind("postgresql://", 0) != 0 && v->rfind("postgres://", 0) != 0) {
+          error(e.value_pos(), e.key,
+                "expected a URL starting with postgresql:// (the fleet's shared queue)");
+          continue;
+        }
+        st.url = std::move(*v);
+      } else if (e.name == "node") {
+        auto v = scalar(e, "a node name");
+        if (!v) continue;
+        // It names the node's .part files too ("<dest>.<node>.part").
+        const bool plain = std::all_of(v->begin(), v->end(), [](unsigned char c) {
+          return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+        });
+        if (v->size() > 64 || !plain || *v == "." || *v == "..") {
+          error(e.value_pos(), e.key, "expected up to 64 of A-Z a-z 0-9 - _ . (\"\": the host name)");
+          continue;
+        }
+        st.node = std::move(*v);
+      } else if (e.name == "lease") {
+        auto v = duration(e);
+        if (!v) continue;
+        if (*v < std::chrono::seconds(3)) {
+          error(e.value_pos(), e.key, "must be at least 3s (a claim is renewed every third of it)");
+          continue;
+        }
+        st.lease = *v;
       } else if (e.name == "history") {
         for (const auto& h : entries(*e.value, e.key, e.key_pos, kHistoryKeys)) {
           if (h.name == "max_age") {

@@ -30,4 +30,27 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
+std::string redact_password(const std::string& url) {
+  // URI form: scheme://user:password@host...
+  auto scheme = url.find("://");
+  if (scheme != std::string::npos) {
+    auto at = url.find('@', scheme + 3);
+    auto slash = url.find('/', scheme + 3);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+      auto colon = url.find(':', scheme + 3);
+      if (colon != std::string::npos && colon < at) return url.substr(0, colon + 1) + "***" + url.substr(at);
+    }
+  }
+  // Both forms: a password parameter ("password=..." as a key=value pair or in the URI's query).
+  std::string out = url;
+  for (std::size_t pos = out.find("password="); pos != std::string::npos;
+       pos = out.find("password=", pos + 1)) {
+    const std::size_t start = pos + 9;
+    std::size_t end = start;
+    while (end < out.size() && out[end] != ' ' && out[end] != '&') ++end;
+    out.replace(start, end - start, "***");
+  }
+  return out;
+}
+
 }  // namespace fetchd::core

@@ -80,6 +80,11 @@ struct TransferRequest {
   // SHA-256), so that after a crash between the rename and the store's commit a restart recognises the file
   // as this job's own result instead of applying on_exists to it.
   bool publish_record = false;
+  // Fleet nodes: the .part is "<dest>.<part_tag>.part", so that two nodes never write one .part in a shared
+  // folder; and the rename waits for nothing but is refused once the node's publish fence passed
+  // (transfer/publish_fence.hpp).
+  std::string part_tag;
+  bool fenced = false;
   int attempt = 1;  // 1-based
   int priority = 0;  // higher starts first (the scheduler's order; not sent to worker processes)
   TransferOptions options;
@@ -118,6 +123,9 @@ struct TransferResult {
   std::optional<std::chrono::seconds> retry_after;  // from a Retry-After header
   std::string sha256;         // of the published file, lowercase hex, when known
   std::uint64_t resumed_from = 0;  // bytes kept from an earlier attempt's .part (Range request)
+  // Complete, but not published: the publish fence had passed (the node's lease may have ended). Reported as
+  // cancelled; the daemon records nothing of it, so the job runs again (here or on another node).
+  bool fenced_out = false;
 
   bool ok() const { return category == ErrorCategory::kNone; }
 };

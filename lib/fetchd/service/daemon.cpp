@@ -30,6 +30,7 @@
 #include "fetchd/service/systemd.hpp"
 #include "fetchd/stats/stats.hpp"
 #include "fetchd/store/job_store.hpp"
+#include "fetchd/transfer/publish_fence.hpp"
 #include "fetchd/transfer/sink.hpp"
 #include "fetchd/uv/loop.hpp"
 
@@ -55,8 +56,19 @@ std::string config_key(const std::string& dest, const std::string& url) { return
 
 // How many jobs the scheduler holds in memory: enough to keep every transfer slot busy between refills, and
 // bounded however long the queue in the store is.
+// A fleet node claims only twice what it runs at once: what it holds, the other nodes cannot run.
 std::size_t window_for(const config::Config& c) {
-  return std::clamp<std::size_t>(static_cast<std::size_t>(c.strategy.concurrency) * 4, 1024, kMaxWindow);
+  const auto concurrency = static_cast<std::size_t>(c.strategy.concurrency);
+  if (!c.state.url.empty()) return std::clamp<std::size_t>(concurrency * 2, 16, kMaxWindow);
+  return std::clamp<std::size_t>(concurrency * 4, 1024, kMaxWindow);
+}
+
+// This daemon's name in the fleet: state.node, else the host name.
+std::string node_name(const config::Config& c) {
+  if (!c.state.node.empty()) return c.state.node;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "fetchd";
+  return host;
 }
 
 store::SqliteOptions sqlite_options(const config::Config& c) {
@@ -115,7 +127,9 @@ class Daemon {
   Daemon(fs::path config_path, config::Config config, std::unique_ptr<store::JobStore> store,
          std::unique_ptr<store::JobStore> writer_store)
       : config_path_(std::move(config_path)),
-        store_path_(config.state.dir / "jobs.db"),
+        store_name_(store->describe()),
+        shared_(store->shared()),
+        node_(node_name(config)),
         config_(std::make_unique<config::Config>(std::move(config))),
         store_(std::move(store)),
         writer_store_(std::move(writer_store)),
@@ -150,6 +164,12 @@ class Daemon {
   struct PendingSubmit;
   void committed(StoreWriter::Result result, std::vector<PendingSubmit> pending, std::vector<std::string> events);
   void refill();
+  // Shared store: extends the leases of the jobs this node holds; a lost one is dropped here (lose()).
+  void renew_leases();
+  void lose(core::JobId id);
+  void move_publish_fence(Clock::time_point from);
+  void remove_others_parts(const store::Job& job);
+  void on_notices();
   bool window_has_room() const {
     return scheduler_->runnable() + scheduler_->running() + retry_wait_.size() < window_;
   }
@@ -171,6 +191,7 @@ class Daemon {
 
   // --- control requests
   void on_line(control::ConnectionId conn, control::ParseResult parsed);
+  void dispatch(control::ConnectionId conn, control::Request& request);
   void handle_submit(control::ConnectionId conn, const std::optional<json>& req, control::Submit& submit);
   void handle_status(control::ConnectionId conn, const std::optional<json>& req, core::JobId id);
   void handle_cancel(control::ConnectionId conn, const std::optional<json>& req, core::JobId id);
@@ -194,7 +215,10 @@ class Daemon {
   std::uint64_t queued_in_store(std::uint64_t fallback);
 
   fs::path config_path_;
-  fs::path store_path_;  // the job store of this run (a reload's state.dir applies at the next start)
+  std::string store_name_;  // the job store of this run (a reload's state.* applies at the next start)
+  // A shared store (a fleet on PostgreSQL): jobs come from claims with leases, and every outcome is fenced.
+  bool shared_ = false;
+  std::string node_;  // shared store: this node's name
   std::unique_ptr<config::Config> config_;
   std::unordered_map<std::string, const config::Job*> config_jobs_;  // config_key -> job of config_
   std::unique_ptr<store::JobStore> store_;
@@ -206,6 +230,7 @@ class Daemon {
   Notifier notifier_;
 
   uv::Check check_;
+  uv::Poll notice_poll_;  // shared store: other nodes' notices (jobs queued, cancels)
   uv::Timer commit_timer_, tick_timer_, log_timer_, prune_timer_, watchdog_timer_, grace_timer_;
   uv::Signal sigterm_, sigint_, sighup_;
   stats::Throughput throughput_;
@@ -224,6 +249,7 @@ class Daemon {
   std::vector<PendingSubmit> pending_submits_;
   std::size_t last_flush_created_ = 0;  // new jobs of the last commit
   std::uint64_t last_commit_ms_ = 0;    // loop time of the last commit
+  std::uint64_t retry_backoff_ms_ = 0;  // after failed commits: 100 ms, doubling to 5 s
   bool commit_timer_armed_ = false;
   std::vector<std::string> pending_events_;  // watch events of changes not committed yet
 
@@ -243,6 +269,12 @@ class Daemon {
   std::unordered_set<core::JobId> unsettled_;
   std::size_t submits_in_flight_ = 0;  // jobs of the commit in progress that wait for their answer
   std::unordered_set<core::JobId> user_cancelled_;       // cancels asked by a client (vs. shutdown)
+  // Shared store: the jobs this node claimed, with their lease tokens, until their outcome is committed (they
+  // are renewed meanwhile); and the jobs cancelled here because their lease was lost (nothing of them is
+  // recorded).
+  std::unordered_map<core::JobId, std::uint64_t> leases_;
+  std::unordered_set<core::JobId> lost_;
+  std::uint64_t last_renew_ms_ = 0;
 
   std::unordered_set<control::ConnectionId> watchers_;
   bool shutting_down_ = false;
@@ -293,7 +325,13 @@ int Daemon::run() {
 
   auto added = enqueue_config_jobs(*config_);
   sync_store();
+  // Before the first claim: its leases last at least until now + lease.
+  if (shared_) move_publish_fence(Clock::now());
   refill();
+  if (int fd = store_->notice_fd(); fd >= 0) {
+    notice_poll_ = uv::Poll(loop_.get(), fd);
+    notice_poll_.start(UV_READABLE, [this](int, int) { on_notices(); });
+  }
 
   check_.start([this] { on_check(); });
   tick_timer_.start(kTickMs, kTickMs, [this] { tick(); });
@@ -324,7 +362,7 @@ int Daemon::run() {
       "(from the job list: {} new)",
       std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
       config::to_string(config_->strategy.kind), config_->strategy.concurrency, config_->output.dir.string(),
-      store_path_.string(), counts.queued, added);
+      store_name_, counts.queued, added);
   notifier_.ready();
 
   loop_.run();
@@ -397,6 +435,16 @@ void Daemon::finish_shutdown() {
     sync_store();
     if (!batch_.empty() || writer_->busy()) spdlog::error("store: the final commit failed; the jobs concerned run again");
     writer_->wait();  // a commit its completion handed on
+    if (shared_) {
+      // The jobs this node claimed but did not finish go back to the fleet now, not when their lease ends.
+      try {
+        auto released = store_->requeue_running();
+        if (released > 0) spdlog::info("store: {} claimed job(s) handed back to the queue", released);
+      } catch (const std::exception& e) {
+        spdlog::error("store: handing back the claimed jobs failed (they return when their lease ends): {}",
+                      e.what());
+      }
+    }
     close_handles();
   });
 }
@@ -404,6 +452,7 @@ void Daemon::finish_shutdown() {
 // After this, the loop ends once the close callbacks ran (the scheduler has drained or never started).
 void Daemon::close_handles() {
   check_.close();
+  notice_poll_.close();
   writer_->close();
   commit_timer_.close();
   tick_timer_.close();
@@ -424,8 +473,10 @@ void Daemon::record(core::JobId id, store::State state, int attempts, std::strin
   std::optional<std::string> attempt_error;
   if (failed_attempt) attempt_error = error;
   if (store::finished(state)) unsettled_.insert(id);
+  std::uint64_t lease = 0;
+  if (auto it = leases_.find(id); it != leases_.end()) lease = it->second;
   batch_.updates.push_back(
-      store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error), skipped});
+      store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error), skipped, lease});
 }
 
 store::Counts Daemon::counts_now() {
@@ -465,11 +516,14 @@ void Daemon::sync_store() {
 // kOutcomeCommitMs since the last commit.
 bool Daemon::commit_is_due() {
   if (!batch_.submits.empty() || batch_.updates.empty() || shutting_down_) return true;
+  // After a failed commit (the store is unreachable) outcomes are tried again with backoff; submits are not held
+  // back (they fail at once, and their clients are told "unavailable").
+  const std::uint64_t wait = last_commit_error_.empty() ? kOutcomeCommitMs : retry_backoff_ms_;
   const std::uint64_t since = uv_now(loop_.get()) - last_commit_ms_;
-  if (since >= kOutcomeCommitMs) return true;
+  if (since >= wait) return true;
   if (!commit_timer_armed_) {
     commit_timer_armed_ = true;
-    commit_timer_.start(kOutcomeCommitMs - since, 0, [this] {
+    commit_timer_.start(wait - since, 0, [this] {
       commit_timer_armed_ = false;
       on_check();
     });
@@ -511,6 +565,7 @@ void Daemon::flush() {
 void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pending,
                        std::vector<std::string> events) {
   last_commit_error_ = result.committed ? "" : result.error;
+  retry_backoff_ms_ = result.committed ? 0 : std::clamp<std::uint64_t>(retry_backoff_ms_ * 2, 100, 5000);
   submits_in_flight_ = 0;
   for (const auto& u : result.batch.updates) {
     if (store::finished(u.state)) unsettled_.erase(u.id);
@@ -538,6 +593,16 @@ void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pe
   }
   const auto& outcomes = result.committed->submits;
   auto& submits = result.batch.submits;
+  if (shared_) {
+    for (const auto& u : result.batch.updates) {
+      if (store::finished(u.state)) leases_.erase(u.id);
+    }
+    for (auto id : result.committed->fenced) {
+      // Another node holds the job now (this node's lease ran out), or a client cancelled it elsewhere.
+      spdlog::warn("job {}: its lease was lost; this node's update of it was not stored", id);
+      leases_.erase(id);
+    }
+  }
 
   last_flush_created_ = 0;
   for (std::size_t i = 0; i < submits.size(); ++i) {
@@ -557,7 +622,8 @@ void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pe
     emit("queued", job);
     if (shutting_down_) continue;
     bool before_cursor = cursor_ && job.priority > cursor_->priority;
-    if (!store_has_more_ && window_has_room()) {
+    if (!shared_ && !store_has_more_ &&
+        window_has_room()) {  // a shared store's jobs are claimed, never taken
       add_to_scheduler(job);
     } else {
       store_has_more_ = true;
@@ -611,7 +677,15 @@ void Daemon::refill() {
   std::size_t room = window_ - (scheduler_->runnable() + scheduler_->running() + retry_wait_.size());
   std::vector<store::Job> jobs;
   try {
-    jobs = store_->next_queued(cursor_, room);
+    if (shared_) {
+      jobs = store_->claim(room);
+      for (const auto& job : jobs) {
+        leases_[job.id] = job.lease;
+        remove_others_parts(job);
+      }
+    } else {
+      jobs = store_->next_queued(cursor_, room);
+    }
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return;
@@ -642,6 +716,10 @@ void Daemon::add_to_scheduler(const store::Job& job) {
   r.on_exists = config_->output.on_exists;
   r.fsync = config_->output.fsync;
   r.publish_record = true;
+  if (shared_) {
+    r.part_tag = node_;
+    r.fenced = true;
+  }
   r.options = config_->effective_options(*options, job.headers);
   r.priority = job.priority;
   scheduler_->add(std::move(r), job.attempts);
@@ -667,6 +745,14 @@ void Daemon::on_finished(const scheduler::JobRecord& job) {
   auto id = job.request.id;
   unrecorded_starts_.erase(id);
   retry_wait_.erase(id);  // when it was cancelled while waiting
+  if (lost_.erase(id)) return;  // another node runs it now: nothing to record, and its .part is not ours to remove
+  if (job.last.fenced_out) {
+    // Downloaded but not published: the lease may have ended. Nothing is recorded; the job runs again when
+    // its lease is over (here or on another node).
+    spdlog::warn("job {}: {}", id, job.last.message);
+    leases_.erase(id);
+    return;
+  }
   int attempts = job.request.attempt;  // with those of earlier daemon runs (Scheduler::add)
   store::State state = store::State::kFailed;
   if (job.state == scheduler::JobState::kDone) {
@@ -684,7 +770,7 @@ void Daemon::on_finished(const scheduler::JobRecord& job) {
       return;
     }
     // A cancelled transfer keeps its .part (a shutdown resumes it); a job cancelled for good has no use for it.
-    const std::string part = transfer::part_path_for(job.request.dest);
+    const std::string part = transfer::part_path_for(job.request.dest, job.request.part_tag);
     if (::unlink(part.c_str()) != 0 && errno != ENOENT) {
       spdlog::warn("job {}: remove {}: {}", id, part, std::strerror(errno));
     }
@@ -731,6 +817,17 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
     return;
   }
   const auto& req = request->req;
+  try {
+    dispatch(conn, *request);
+  } catch (const store::StoreError& e) {
+    // The database is unreachable (a fleet's, while it restarts): the request can be asked again later.
+    reply_error(conn, control::ErrorCode::kUnavailable, std::string("job store: ") + e.what(),
+                control::op_name(request->op), req);
+  }
+}
+
+void Daemon::dispatch(control::ConnectionId conn, control::Request& request) {
+  const auto& req = request.req;
   std::visit(
       [&](auto& op) {
         using T = std::decay_t<decltype(op)>;
@@ -767,7 +864,7 @@ void Daemon::on_line(control::ConnectionId conn, control::ParseResult parsed) {
           control_->send(conn, control::encode_result("ping", req, pong));
         }
       },
-      request->op);
+      request.op);
 }
 
 void Daemon::handle_submit(control::ConnectionId conn, const std::optional<json>& req, control::Submit& submit) {
@@ -886,7 +983,7 @@ json Daemon::stats_json() {
               {"files_per_s", files_per_s_},
               {"mib_per_s", mib_per_s_},
               {"uptime_s", std::chrono::duration<double>(Clock::now() - started_).count()},
-              {"store", store_path_.string()}};
+              {"store", store_name_}};
 }
 
 // ------------------------------------------------------------------------------------------------ watch
@@ -956,6 +1053,87 @@ void Daemon::tick() {
   }
   record_starts();  // a job that runs for a second is durably running, without the loop waiting for it
   flush();
+  if (shared_ && !shutting_down_) {
+    renew_leases();
+    store_has_more_ = true;  // what expired elsewhere, or a notice that got lost: the next check claims it
+  }
+}
+
+void Daemon::renew_leases() {
+  const std::uint64_t now = uv_now(loop_.get());
+  const auto every = static_cast<std::uint64_t>(config_->state.lease.count() / 3);
+  if (now - last_renew_ms_ < every - std::min<std::uint64_t>(every, kTickMs / 2)) return;
+  last_renew_ms_ = now;
+  const auto started = Clock::now();  // every lease renewed now lasts at least until started + lease
+  try {
+    std::vector<store::Held> held;
+    held.reserve(leases_.size());
+    for (const auto& [id, lease] : leases_) held.push_back({id, lease});
+    auto kept = store_->renew(held);
+    std::unordered_set<core::JobId> still(kept.begin(), kept.end());
+    for (const auto& h : held) {
+      if (!still.count(h.id)) lose(h.id);
+    }
+    move_publish_fence(started);
+    if (auto n = store_->release_expired(); n > 0) {
+      spdlog::info("store: {} job(s) whose node stopped renewing its lease went back to the queue", n);
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("store: renewing leases: {}", e.what());
+  }
+}
+
+// A job taken over from other nodes: the .part files they left are theirs by name, so no later attempt would
+// ever resume or remove them. A node still writing one (stopped past its lease, then continued) writes on
+// into an unlinked file, and its publish is refused (the .part name is no longer its file, and its fence
+// passed).
+void Daemon::remove_others_parts(const store::Job& job) {
+  for (const auto& other : job.claimers) {
+    if (other == node_) continue;
+    const std::string part = transfer::part_path_for(job.dest, other);
+    if (::unlink(part.c_str()) != 0 && errno != ENOENT) {
+      spdlog::warn("job {}: remove {}: {}", job.id, part, std::strerror(errno));
+    }
+  }
+}
+
+// Publishes are allowed until a margin before the leases renewed (or claimed) at `from` end.
+void Daemon::move_publish_fence(Clock::time_point from) {
+  const auto lease = config_->state.lease;
+  transfer::set_publish_deadline(from + lease -
+                                 std::max<Clock::duration>(std::chrono::seconds(1), lease / 10));
+}
+
+// The job is no longer this node's (re-claimed after its lease expired, or cancelled on another node): stop
+// it here without recording anything.
+void Daemon::lose(core::JobId id) {
+  leases_.erase(id);
+  if (!scheduler_->contains(id)) return;
+  spdlog::warn("job {}: this node's lease on it was lost; stopping it here", id);
+  lost_.insert(id);
+  scheduler_->cancel(id);
+}
+
+void Daemon::on_notices() {
+  std::vector<store::Notice> notices;
+  try {
+    notices = store_->take_notices();
+  } catch (const std::exception& e) {
+    // Renewals still find cancelled jobs, and every tick claims: slower, not wrong.
+    spdlog::error("store: {}; other nodes' notices are no longer heard", e.what());
+    notice_poll_.stop();
+    return;
+  }
+  for (const auto& n : notices) {
+    if (n.kind == store::Notice::Kind::kJobsQueued) {
+      store_has_more_ = true;
+    } else if (scheduler_->contains(n.id)) {
+      // Cancelled by a client of another node; the store has it cancelled already (our update is fenced).
+      user_cancelled_.insert(n.id);
+      scheduler_->cancel(n.id);
+    }
+  }
+  if (!shutting_down_) refill();
 }
 
 // ------------------------------------------------------------------------------------------------ config
@@ -1073,8 +1251,18 @@ int run_daemon(const fs::path& config_path) {
       throw std::runtime_error(fmt::format("another fetchd is already using {} ({})", config.state.dir.string(),
                                            std::strerror(errno)));
     }
-    store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
-    writer_store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
+    if (!config.state.url.empty()) {
+      // The loop's connection also listens for the other nodes' notices and holds the node name's lock.
+      store::PostgresOptions o{config.state.url, node_name(config), config.state.lease, /*listen=*/true};
+      store = store::open_postgres_store(o);
+      o.listen = false;
+      writer_store = store::open_postgres_store(o);
+      spdlog::info("store: {} as node \"{}\" (lease {})", store->describe(), o.node,
+                   core::format_duration(config.state.lease));
+    } else {
+      store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
+      writer_store = store::open_sqlite_store(config.state.dir / "jobs.db", sqlite_options(config));
+    }
   } catch (const std::exception& e) {
     spdlog::error("serve: {}", e.what());
     return kExitStartup;

@@ -65,7 +65,8 @@ struct Job {
   std::int64_t finished_ms = 0;  // 0 while unfinished
   // Shared stores: the fencing token of this node's claim (from claim()); 0 when not claimed by this call.
   std::uint64_t lease = 0;
-  std::string published_by;  // shared stores: the node whose update made it done; "" otherwise
+  std::string published_by;           // shared stores: the node whose update made it done; "" otherwise
+  std::vector<std::string> claimers;  // shared stores: every node that claimed it, in order
 };
 
 // A state change of one job. Fields are absolute values, not deltas.
@@ -205,7 +206,5 @@ struct PostgresOptions {
 // do not race). Throws StoreError naming the database (never its password): unreachable, authentication
 // failed, not a fetchd schema, or a schema newer than this fetchd.
 std::unique_ptr<JobStore> open_postgres_store(const PostgresOptions& options);
-// The URL with its password replaced by "***", for logs and config dumps.
-std::string redact_postgres_url(const std::string& url);
 
 }  // namespace fetchd::store

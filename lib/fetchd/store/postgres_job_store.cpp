@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -18,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "fetchd/core/text.hpp"
 #include "fetchd/store/job_store.hpp"
 #include "fetchd/store/postgres_schema.hpp"
 
@@ -183,11 +185,18 @@ class PostgresJobStore final : public JobStore {
     if (batch.empty()) return result;
     ensure_connected();
     const std::string now = std::to_string(now_ms());
-    // Statement i of the pipeline: updates, then submits, then the notices.
+    // Statement i of the pipeline: updates, then submits, then the notices. The updates in id order (stable:
+    // one job's keep theirs), so that row locks are taken in the order renew() takes them (no deadlock).
+    std::vector<const Update*> sorted;
+    sorted.reserve(batch.updates.size());
+    for (const Update& u : batch.updates) sorted.push_back(&u);
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [](const Update* a, const Update* b) { return a->id < b->id; });
     std::vector<Params> statements;
     std::vector<const char*> names;
     statements.reserve(batch.updates.size() + batch.submits.size() + 1);
-    for (const Update& u : batch.updates) {
+    for (const Update* up : sorted) {
+      const Update& u = *up;
       Params p;
       p.add(bound(u.id))
           .add(std::string(to_string(u.state)))
@@ -235,8 +244,8 @@ class PostgresJobStore final : public JobStore {
       }
     });
     std::size_t i = 0;
-    for (const Update& u : batch.updates) {
-      if (u.lease != 0 && PQntuples(results[i].get()) == 0) result.fenced.push_back(u.id);
+    for (const Update* u : sorted) {
+      if (u->lease != 0 && PQntuples(results[i].get()) == 0) result.fenced.push_back(u->id);
       ++i;
     }
     result.submits.reserve(batch.submits.size());
@@ -384,7 +393,7 @@ class PostgresJobStore final : public JobStore {
  private:
   // "postgresql://user:***@host/db", or the key=value string with its password hidden.
   static std::string describe_url(const std::string& url) {
-    std::string shown = url.empty() ? "PostgreSQL (PG* environment)" : redact_postgres_url(url);
+    std::string shown = url.empty() ? "PostgreSQL (PG* environment)" : core::redact_password(url);
     return "database " + shown;
   }
 
@@ -399,7 +408,20 @@ class PostgresJobStore final : public JobStore {
 
   Conn connect() {
     // The URL goes to libpq as it is (URI or key=value); PG* variables fill what it leaves out.
-    Conn c(PQconnectdb(options_.url.c_str()));
+    // A connect to an unreachable host gives up after 10 s unless the URL or PGCONNECT_TIMEOUT says otherwise
+    // (libpq's default is to wait forever). The URL comes last, so that its own settings win.
+    std::vector<const char*> keys, values;
+    if (std::getenv("PGCONNECT_TIMEOUT") == nullptr) {
+      keys.push_back("connect_timeout");
+      values.push_back("10");
+    }
+    if (!options_.url.empty()) {
+      keys.push_back("dbname");
+      values.push_back(options_.url.c_str());
+    }
+    keys.push_back(nullptr);
+    values.push_back(nullptr);
+    Conn c(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1));
     if (!c || PQstatus(c.get()) != CONNECTION_OK) {
       throw StoreError(fmt::format("{}: cannot connect: {}", name_, c ? message(c.get()) : "out of memory"));
     }
@@ -412,6 +434,12 @@ class PostgresJobStore final : public JobStore {
   // commits with backoff; a read fails with the error and the socket answers "unavailable").
   void ensure_connected() {
     if (PQstatus(conn_.get()) == CONNECTION_OK) return;
+    // One reconnect attempt a second at most: calls in between fail at once instead of each waiting for it.
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_reconnect_ < std::chrono::seconds(1)) {
+      throw StoreError(fmt::format("{}: connection lost; reconnecting", name_));
+    }
+    last_reconnect_ = now;
     PQreset(conn_.get());
     if (PQstatus(conn_.get()) != CONNECTION_OK) {
       throw StoreError(fmt::format("{}: connection lost, reconnect failed: {}", name_, message(conn_.get())));
@@ -662,6 +690,12 @@ class PostgresJobStore final : public JobStore {
       j.skipped = text(17) == "t";
       if (!null(18)) j.lease = std::stoull(text(18));
       if (!null(19)) j.published_by = text(19);
+      auto claimers = nlohmann::json::parse(text(20), nullptr, false);
+      if (claimers.is_array()) {
+        for (const auto& c : claimers) {
+          if (c.is_string()) j.claimers.push_back(c.get<std::string>());
+        }
+      }
       jobs.push_back(std::move(j));
     }
     return jobs;
@@ -670,33 +704,11 @@ class PostgresJobStore final : public JobStore {
   PostgresOptions options_;
   std::string name_;
   Conn conn_;
+  std::chrono::steady_clock::time_point last_reconnect_{};
   Conn listen_conn_;  // LISTEN only, so that its descriptor turns readable exactly when a notice came
 };
 
 }  // namespace
-
-std::string redact_postgres_url(const std::string& url) {
-  // URI form: scheme://user:password@host...
-  auto scheme = url.find("://");
-  if (scheme != std::string::npos) {
-    auto at = url.find('@', scheme + 3);
-    auto slash = url.find('/', scheme + 3);
-    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
-      auto colon = url.find(':', scheme + 3);
-      if (colon != std::string::npos && colon < at) return url.substr(0, colon + 1) + "***" + url.substr(at);
-    }
-  }
-  // Both forms: a password parameter ("password=..." as a key=value pair or in the URI's query).
-  std::string out = url;
-  for (std::size_t pos = out.find("password="); pos != std::string::npos;
-       pos = out.find("password=", pos + 1)) {
-    const std::size_t start = pos + 9;
-    std::size_t end = start;
-    while (end < out.size() && out[end] != ' ' && out[end] != '&') ++end;
-    out.replace(start, end - start, "***");
-  }
-  return out;
-}
 
 std::unique_ptr<JobStore> open_postgres_store(const PostgresOptions& options) {
   return std::make_unique<PostgresJobStore>(options);

@@ -55,6 +55,7 @@ CREATE TABLE fetchd.jobs (
   lease_node   text,
   lease_token  bigint,
   lease_until  timestamptz,
+  claimers     text[] NOT NULL DEFAULT '{}',
   published_by text
 );
 CREATE UNIQUE INDEX jobs_unfinished_dest ON fetchd.jobs (dest) WHERE state IN ('queued', 'running');
@@ -70,7 +71,7 @@ INSERT INTO fetchd.meta (name, value) VALUES ('schema_version', '1');
 #define FETCHD_PG_JOB_COLUMNS                                                                           \
   "id, key, url, dest, sha256, size, encode(headers, 'hex'), priority, state, attempts, error, bytes, " \
   "created_ms, updated_ms, finished_ms, options, array_to_json(errors)::text, skipped, lease_token, "   \
-  "published_by"
+  "published_by, array_to_json(claimers)::text"
 
 // $1 key (NULL: none), $2 url, $3 dest, $4 sha256, $5 size, $6 headers, $7 priority, $8 options, $9 now (ms).
 // One row: (0 created | 1 existing key | 2 unfinished dest, id, state). ON CONFLICT covers both unique
@@ -115,29 +116,38 @@ RETURNING id
 )sql";
 
 // $1 node, $2 limit, $3 lease (ms). SKIP LOCKED: nodes claiming together take disjoint jobs without waiting.
+// claimers: every node that ever claimed the job (the claim returns it with this node), so that a node taking
+// a job over removes the .part files the others left (theirs are named after them).
 inline constexpr const char* kClaim =
     "UPDATE fetchd.jobs j SET lease_node = $1, lease_token = nextval('fetchd.lease_tokens'), "
-    "lease_until = now() + $3::bigint * interval '1 millisecond' "
+    "lease_until = now() + $3::bigint * interval '1 millisecond', "
+    "claimers = CASE WHEN $1 = ANY(claimers) THEN claimers ELSE claimers || $1::text END "
     "FROM (SELECT id AS claimed FROM fetchd.jobs WHERE state = 'queued' AND lease_token IS NULL "
     "      ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) c "
     "WHERE j.id = c.claimed RETURNING " FETCHD_PG_JOB_COLUMNS;
 
-// $1 tokens ('{1,2}'), $2 lease (ms), $3 node.
+// $1 tokens ('{1,2}'), $2 lease (ms), $3 node. Row locks are taken in id order, as a commit takes them (its
+// updates are sorted by id): two transactions that lock in one order never deadlock.
 inline constexpr const char* kRenew =
     "UPDATE fetchd.jobs SET lease_until = now() + $2::bigint * interval '1 millisecond' "
-    "WHERE lease_token = ANY($1::bigint[]) AND lease_node = $3 RETURNING id";
+    "WHERE id IN (SELECT id FROM fetchd.jobs WHERE lease_token = ANY($1::bigint[]) AND lease_node = $3 "
+    "             ORDER BY id FOR UPDATE) RETURNING id";
 
 // $1 now (ms). A job claimed by a node that stopped renewing: back to the queue, attempts kept (its
 // interrupted attempt counts once: it was recorded when it had run for a second, or not at all).
 inline constexpr const char* kReleaseExpired =
     "UPDATE fetchd.jobs SET state = 'queued', lease_node = NULL, lease_token = NULL, lease_until = NULL, "
-    "updated_ms = $1 WHERE lease_token IS NOT NULL AND lease_until < now()";
+    "updated_ms = $1 WHERE id IN (SELECT id FROM fetchd.jobs WHERE lease_token IS NOT NULL AND lease_until < "
+    "now() "
+    "                            ORDER BY id FOR UPDATE SKIP LOCKED)";
 
 // $1 node, $2 now (ms): the claims of this node's previous process (or of this one, at the end of a
 // shutdown).
 inline constexpr const char* kReleaseNode =
     "UPDATE fetchd.jobs SET state = 'queued', lease_node = NULL, lease_token = NULL, lease_until = NULL, "
-    "updated_ms = $2 WHERE lease_token IS NOT NULL AND lease_node = $1";
+    "updated_ms = $2 WHERE id IN (SELECT id FROM fetchd.jobs WHERE lease_token IS NOT NULL AND lease_node = "
+    "$1 "
+    "                            ORDER BY id FOR UPDATE)";
 
 inline constexpr const char* kGet = "SELECT " FETCHD_PG_JOB_COLUMNS " FROM fetchd.jobs WHERE id = $1";
 // $1 after id, $2 limit, $3 offset [, $4 state]

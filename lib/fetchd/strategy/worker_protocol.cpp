@@ -160,6 +160,8 @@ json request_json(const core::TransferRequest& r) {
          {"on_exists", std::string(core::to_string(r.on_exists))},
          {"fsync", r.fsync},
          {"publish_record", r.publish_record},
+         {"part_tag", text(r.part_tag)},
+         {"fenced", r.fenced},
          {"attempt", r.attempt},
          {"timeout_ms", r.options.timeout.count()},
          {"connect_timeout_ms", r.options.connect_timeout.count()},
@@ -190,6 +192,8 @@ core::TransferRequest request_from(const json& j) {
   r.on_exists = on_exists_from(get_text(j, "on_exists"));
   r.fsync = get_bool(j, "fsync");
   r.publish_record = get_bool(j, "publish_record");
+  r.part_tag = get_text(j, "part_tag");
+  r.fenced = get_bool(j, "fenced");
   r.attempt = get_int(j, "attempt");
   r.options.timeout = get_ms(j, "timeout_ms");
   r.options.connect_timeout = get_ms(j, "connect_timeout_ms");

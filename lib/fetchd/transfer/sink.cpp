@@ -17,6 +17,8 @@
 #include <system_error>
 #include <utility>
 
+#include "fetchd/transfer/publish_fence.hpp"
+
 namespace fetchd::transfer {
 
 namespace {
@@ -52,13 +54,13 @@ std::string last_component(const std::string& path) {
 
 }  // namespace
 
-std::string part_path_for(const std::string& dest) {
+std::string part_path_for(const std::string& dest, const std::string& tag) {
   constexpr std::size_t kNameMax = 255;  // NAME_MAX on Linux file systems
-  constexpr std::string_view kSuffix = ".part";
+  const std::string kSuffix = tag.empty() ? std::string(".part") : "." + tag + ".part";
   const auto slash = dest.rfind('/');
   const std::size_t base_start = slash == std::string::npos ? 0 : slash + 1;
   const std::string_view base = std::string_view(dest).substr(base_start);
-  if (base.size() + kSuffix.size() <= kNameMax) return dest + std::string(kSuffix);
+  if (base.size() + kSuffix.size() <= kNameMax) return dest + kSuffix;
   // FNV-1a, 64 bit: stable across builds and platforms, unlike std::hash.
   std::uint64_t hash = 14695981039346656037ULL;
   for (unsigned char c : base) {
@@ -71,10 +73,10 @@ std::string part_path_for(const std::string& dest) {
   return fmt::format("{}{}-{:016x}{}", dest.substr(0, base_start), base.substr(0, keep), hash, kSuffix);
 }
 
-Sink::Sink(std::string dest, FileSystem& fs, bool sha512)
+Sink::Sink(std::string dest, FileSystem& fs, bool sha512, const std::string& part_tag)
     : fs_(fs),
       dest_(std::move(dest)),
-      part_(part_path_for(dest_)),
+      part_(part_path_for(dest_, part_tag)),
       dir_(parent_of(dest_)),
       dest_name_(last_component(dest_)),
       part_name_(last_component(part_)),
@@ -478,6 +480,11 @@ bool Sink::commit(CommitOptions options) {
     return fail_message(ESTALE, fmt::format("{} was replaced or removed during the download; not publishing "
                                             "a file fetchd did not write",
                                             part_));
+  }
+  // As late as can be: a node stopped for longer than its lease after this check could still rename, a window
+  // of one system call (docs/fleet.md).
+  if (options.fenced && !publish_allowed()) {
+    return fail(ENOLCK, fmt::format("not publishing {}: this node's lease on the job may have ended", dest_));
   }
   if (int rc = rename_into_place(options.replace); rc < 0) {
     if (rc == -EEXIST)

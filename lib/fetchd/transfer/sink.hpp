@@ -28,6 +28,8 @@ struct CommitOptions {
   // Non-zero: the published file carries a publish record (this job id and the SHA-256 written), so that a
   // restart after a crash between the rename and the job store's commit knows the file for this job's result.
   std::uint64_t publish_job = 0;
+  // Refuse the rename (ENOLCK) once the publish fence passed (publish_fence.hpp).
+  bool fenced = false;
 };
 
 // A resume record is written on the .part only once it could save something: at the start when the declared
@@ -45,15 +47,16 @@ std::optional<PublishRecord> read_publish_record(FileSystem& fs, const std::stri
 // Lowercase hex SHA-256 of a regular file's bytes, read through `fs` without following a symlink.
 std::optional<std::string> file_sha256_hex(FileSystem& fs, const std::string& path);
 
-// "<dest>.part", unless that name would exceed NAME_MAX (a 255-byte sanitised name leaves no room for
-// ".part"): then the name is cut at a UTF-8 boundary and a hash of the full name added. Deterministic, so a
-// later attempt finds the same .part.
-std::string part_path_for(const std::string& dest);
+// "<dest>.part" ("<dest>.<tag>.part" with a tag: a fleet node's own), unless that name would exceed NAME_MAX (a
+// 255-byte sanitised name leaves no room for ".part"): then the name is cut at a UTF-8 boundary and a hash of
+// the full name added. Deterministic, so a later attempt finds the same .part.
+std::string part_path_for(const std::string& dest, const std::string& tag = {});
 
 class Sink {
  public:
   // dest: the final path. Throws (core::Digest) when OpenSSL cannot allocate the digest contexts.
-  explicit Sink(std::string dest, FileSystem& fs = posix_file_system(), bool sha512 = false);
+  explicit Sink(std::string dest, FileSystem& fs = posix_file_system(), bool sha512 = false,
+                const std::string& part_tag = {});
   // Closes the .part but leaves it on disk: an interrupted transfer keeps it (a later attempt may resume it).
   ~Sink();
   Sink(const Sink&) = delete;

@@ -218,7 +218,7 @@ std::optional<TransferResult> Transfer::prepare() {
       }
     }
 
-    auto sink = std::make_unique<Sink>(request_.dest, *fs_, request_.sha512.has_value());
+    auto sink = std::make_unique<Sink>(request_.dest, *fs_, request_.sha512.has_value(), request_.part_tag);
     if (!sink->open(request_.url)) {
       return fail(sink->error_code() != 0 ? ErrorCategory::kFilesystem : ErrorCategory::kInternal,
                   sink->error());
@@ -746,7 +746,8 @@ TransferResult Transfer::publish(TransferResult result) {
     const bool replace = request_.on_exists == OnExists::kOverwrite;
     if (sink_->commit({.fsync = request_.fsync,
                        .replace = replace,
-                       .publish_job = request_.publish_record ? request_.id : 0})) {
+                       .publish_job = request_.publish_record ? request_.id : 0,
+                       .fenced = request_.fenced})) {
       result.sha256 = sha256_;
       result.bytes = sink_->bytes();
       spdlog::debug("job {}: published {} ({} bytes)", request_.id, request_.dest, result.bytes);
@@ -757,6 +758,12 @@ TransferResult Transfer::publish(TransferResult result) {
     sink_->discard();
     result.retryable = false;
     result.sha256.clear();
+    if (err == ENOLCK && request_.fenced) {
+      result.category = ErrorCategory::kCancelled;
+      result.fenced_out = true;
+      result.message = fmt::format("{}: {}", where(), error);
+      return result;
+    }
     if (err == EEXIST && !replace) {
       // Someone created the destination while we downloaded; RENAME_NOREPLACE kept it intact.
       if (request_.on_exists == OnExists::kSkip) {
