@@ -494,7 +494,7 @@ class PostgresJobStore final : public JobStore {
       }
       exec(conn_.get(), "COMMIT");
     } catch (...) {
-      PQexec(conn_.get(), "ROLLBACK");
+      Result rolled_back(PQexec(conn_.get(), "ROLLBACK"));
       throw;
     }
   }
