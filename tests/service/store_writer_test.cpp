@@ -17,6 +17,13 @@
 namespace fetchd::service {
 namespace {
 
+store::Batch batch(std::vector<store::NewJob> submits, std::vector<store::Update> updates) {
+  store::Batch b;
+  b.submits = std::move(submits);
+  b.updates = std::move(updates);
+  return b;
+}
+
 // Commits nothing for real: remembers what it was given, and on which thread; fails what it is told to fail.
 class ScriptedStore : public store::JobStore {
  public:
@@ -102,10 +109,10 @@ TEST(StoreWriter, WaitDeliversAtOnceAndTheNextBatchMayStartInsideDone) {
   auto shared = std::make_shared<ScriptedStore::Shared>();
   StoreWriter writer(loop.get(), std::make_unique<ScriptedStore>(shared));
   std::vector<int> order;
-  writer.commit(store::Batch{{}, {update(1)}}, [&](StoreWriter::Result r) {
+  writer.commit(batch({}, {update(1)}), [&](StoreWriter::Result r) {
     EXPECT_TRUE(r.committed);
     order.push_back(1);
-    writer.commit(store::Batch{{}, {update(2), update(3)}}, [&](StoreWriter::Result) { order.push_back(2); });
+    writer.commit(batch({}, {update(2), update(3)}), [&](StoreWriter::Result) { order.push_back(2); });
   });
   writer.wait();  // the first, whose done() starts the second
   EXPECT_EQ(order, (std::vector<int>{1}));
@@ -128,7 +135,7 @@ TEST(StoreWriter, AFailedBatchComesBackWithTheUpdatesThatFailedAlone) {
   shared->fail_submits = false;
   StoreWriter writer(loop.get(), std::make_unique<ScriptedStore>(shared));
   std::optional<StoreWriter::Result> got;
-  writer.commit(store::Batch{{new_job("x")}, {update(1), update(2), update(3)}},
+  writer.commit(batch({new_job("x")}, {update(1), update(2), update(3)}),
                 [&](StoreWriter::Result r) { got = std::move(r); });
   writer.wait();
   writer.close();

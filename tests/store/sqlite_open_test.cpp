@@ -234,7 +234,7 @@ TEST(SqliteOpen, AVersion1StoreIsMigratedAndKeepsItsJobs) {
     EXPECT_EQ(store->next_queued(std::nullopt, 10).size(), 1U);
     // The new columns work on the migrated file.
     Update u{1, State::kQueued, 3, "HTTP 502", 0, std::string("HTTP 502")};
-    store->commit(Batch{{}, {u}});
+    store->commit(testutil::updates({u}));
     NewJob c = new_job("c");
     c.options.retry.retries = 1;
     const auto r = store->commit(submits({c}));
@@ -290,7 +290,7 @@ TEST(SqliteOpen, AVersion2StoreIsMigratedAndKeepsItsJobs) {
     EXPECT_EQ(store->next_queued(std::nullopt, 10).size(), 1U);
     // The new column works on the migrated file.
     Update u{1, State::kDone, 3, "", 0, std::nullopt, /*skipped=*/true};
-    store->commit(Batch{{}, {u}});
+    store->commit(testutil::updates({u}));
     EXPECT_TRUE(store->get(1)->skipped);
     EXPECT_EQ(store->get(1)->errors, (std::vector<std::string>{"HTTP 502", "HTTP 503"}));
   }

@@ -166,18 +166,21 @@ class Daemon {
   void refill();
   // Shared store: extends the leases of the jobs this node holds; a lost one is dropped here (lose()).
   void renew_leases();
+  void renewed(const std::vector<store::Held>& held, const store::BatchResult& result);
   void lose(core::JobId id);
   void move_publish_fence(Clock::time_point from);
   void remove_others_parts(const store::Job& job);
   void on_notices();
   bool window_has_room() const {
-    return scheduler_->runnable() + scheduler_->running() + retry_wait_.size() < window_;
+    return scheduler_->runnable() + scheduler_->running() + retry_wait_.size() + claim_pending_ < window_;
   }
   void add_to_scheduler(const store::Job& job);
   // failed_attempt: `error` is a failed attempt's (appended to the job's errors); skipped: done without a
   // download, the destination existed (on_exists: skip).
+  // A shared store's job is recorded only under this node's lease (a job it no longer holds is another node's
+  // business), unless `unfenced` (a client's cancel of a job this node does not hold).
   void record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes,
-              bool failed_attempt = false, bool skipped = false);
+              bool failed_attempt = false, bool skipped = false, bool unfenced = false);
   // Records the starts not written yet, then commits: what the store says is then what is true now.
   void flush_all();
   void record_starts();
@@ -275,6 +278,8 @@ class Daemon {
   std::unordered_map<core::JobId, std::uint64_t> leases_;
   std::unordered_set<core::JobId> lost_;
   std::uint64_t last_renew_ms_ = 0;
+  std::size_t claim_pending_ = 0;  // jobs asked for by the claim of the current or next commit
+  Clock::time_point renew_started_{};  // when the renewal of the current or next commit was asked for
 
   std::unordered_set<control::ConnectionId> watchers_;
   bool shutting_down_ = false;
@@ -469,12 +474,16 @@ void Daemon::close_handles() {
 // ------------------------------------------------------------------------------------------------ the store
 
 void Daemon::record(core::JobId id, store::State state, int attempts, std::string error, std::uint64_t bytes,
-                    bool failed_attempt, bool skipped) {
+                    bool failed_attempt, bool skipped, bool unfenced) {
+  std::uint64_t lease = 0;
+  if (auto it = leases_.find(id); it != leases_.end()) lease = it->second;
+  if (shared_ && lease == 0 && !unfenced) {
+    spdlog::debug("job {}: not recorded as {}: this node holds no lease on it", id, store::to_string(state));
+    return;
+  }
   std::optional<std::string> attempt_error;
   if (failed_attempt) attempt_error = error;
   if (store::finished(state)) unsettled_.insert(id);
-  std::uint64_t lease = 0;
-  if (auto it = leases_.find(id); it != leases_.end()) lease = it->second;
   batch_.updates.push_back(
       store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error), skipped, lease});
 }
@@ -515,10 +524,12 @@ void Daemon::sync_store() {
 // Submits commit in the loop iteration that read them (their answer waits for it); outcomes alone wait for
 // kOutcomeCommitMs since the last commit.
 bool Daemon::commit_is_due() {
-  if (!batch_.submits.empty() || batch_.updates.empty() || shutting_down_) return true;
-  // After a failed commit (the store is unreachable) outcomes are tried again with backoff; submits are not held
-  // back (they fail at once, and their clients are told "unavailable").
-  const std::uint64_t wait = last_commit_error_.empty() ? kOutcomeCommitMs : retry_backoff_ms_;
+  if (!batch_.submits.empty() || batch_.empty() || shutting_down_) return true;
+  // Claims and renewals go at once (a node waits for jobs, leases run out); outcomes alone wait for company.
+  // After a failed commit (the store is unreachable) all but submits are tried again with backoff; submits
+  // are not held back (they fail at once, and their clients are told "unavailable").
+  const bool urgent = batch_.claim > 0 || batch_.renew;
+  const std::uint64_t wait = !last_commit_error_.empty() ? retry_backoff_ms_ : urgent ? 0 : kOutcomeCommitMs;
   const std::uint64_t since = uv_now(loop_.get()) - last_commit_ms_;
   if (since >= wait) return true;
   if (!commit_timer_armed_) {
@@ -565,6 +576,7 @@ void Daemon::flush() {
 void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pending,
                        std::vector<std::string> events) {
   last_commit_error_ = result.committed ? "" : result.error;
+  if (result.batch.claim > 0) claim_pending_ = 0;
   retry_backoff_ms_ = result.committed ? 0 : std::clamp<std::uint64_t>(retry_backoff_ms_ * 2, 100, 5000);
   submits_in_flight_ = 0;
   for (const auto& u : result.batch.updates) {
@@ -600,8 +612,23 @@ void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pe
     for (auto id : result.committed->fenced) {
       // Another node holds the job now (this node's lease ran out), or a client cancelled it elsewhere.
       spdlog::warn("job {}: its lease was lost; this node's update of it was not stored", id);
-      leases_.erase(id);
+      lose(id);
     }
+    if (result.batch.renew) renewed(*result.batch.renew, *result.committed);
+    auto& claimed = result.committed->claimed;
+    for (const auto& job : claimed) {
+      if (shutting_down_) break;  // the final hand-back (requeue_running) returns them
+      if (scheduler_->contains(job.id)) {
+        // Still running here under a lease that expired (this node was stopped): that attempt must not record
+        // under the new lease. The old lease fails its renewal and stops it; the new one then expires and the
+        // job is claimed afresh.
+        continue;
+      }
+      leases_[job.id] = job.lease;
+      remove_others_parts(job);
+      add_to_scheduler(job);
+    }
+    if (result.batch.claim > 0 && claimed.size() < result.batch.claim) store_has_more_ = false;
   }
 
   last_flush_created_ = 0;
@@ -670,6 +697,14 @@ void Daemon::refill() {
   if (!window_has_room()) return;
   // Only when the queue in memory runs low, so a refill reads a large batch rather than one job at a time.
   if (scheduler_->runnable() > static_cast<std::size_t>(config_->strategy.concurrency) && !rewind_) return;
+  if (shared_) {
+    // Claimed in the next commit, on the writer's thread: the loop never waits for the database.
+    if (claim_pending_ > 0) return;
+    claim_pending_ = window_ - (scheduler_->runnable() + scheduler_->running() + retry_wait_.size());
+    batch_.claim = claim_pending_;
+    if (commit_is_due()) flush();
+    return;
+  }
   if (rewind_) {
     cursor_.reset();
     rewind_ = false;
@@ -677,15 +712,7 @@ void Daemon::refill() {
   std::size_t room = window_ - (scheduler_->runnable() + scheduler_->running() + retry_wait_.size());
   std::vector<store::Job> jobs;
   try {
-    if (shared_) {
-      jobs = store_->claim(room);
-      for (const auto& job : jobs) {
-        leases_[job.id] = job.lease;
-        remove_others_parts(job);
-      }
-    } else {
-      jobs = store_->next_queued(cursor_, room);
-    }
+    jobs = store_->next_queued(cursor_, room);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return;
@@ -929,7 +956,7 @@ void Daemon::handle_cancel(control::ConnectionId conn, const std::optional<json>
       scheduler_->cancel(id);  // queued or waiting: finished now; running: its transfer stops and reports
     } else {
       // Only in the store (beyond the window): cancel it there.
-      record(id, store::State::kCancelled, job->attempts, "cancelled", job->bytes);
+      record(id, store::State::kCancelled, job->attempts, "cancelled", job->bytes, false, false, /*unfenced=*/true);
       store::Job cancelled = *job;
       cancelled.state = store::State::kCancelled;
       emit("cancelled", cancelled);
@@ -1059,27 +1086,28 @@ void Daemon::tick() {
   }
 }
 
+// Asks the next commit to renew every lease this node holds and to hand back the fleet's expired ones.
 void Daemon::renew_leases() {
   const std::uint64_t now = uv_now(loop_.get());
   const auto every = static_cast<std::uint64_t>(config_->state.lease.count() / 3);
   if (now - last_renew_ms_ < every - std::min<std::uint64_t>(every, kTickMs / 2)) return;
   last_renew_ms_ = now;
-  const auto started = Clock::now();  // every lease renewed now lasts at least until started + lease
-  try {
-    std::vector<store::Held> held;
-    held.reserve(leases_.size());
-    for (const auto& [id, lease] : leases_) held.push_back({id, lease});
-    auto kept = store_->renew(held);
-    std::unordered_set<core::JobId> still(kept.begin(), kept.end());
-    for (const auto& h : held) {
-      if (!still.count(h.id)) lose(h.id);
-    }
-    move_publish_fence(started);
-    if (auto n = store_->release_expired(); n > 0) {
-      spdlog::info("store: {} job(s) whose node stopped renewing its lease went back to the queue", n);
-    }
-  } catch (const std::exception& e) {
-    spdlog::error("store: renewing leases: {}", e.what());
+  std::vector<store::Held> held;
+  held.reserve(leases_.size());
+  for (const auto& [id, lease] : leases_) held.push_back({id, lease});
+  batch_.renew = std::move(held);
+  renew_started_ = Clock::now();  // every lease renewed by that commit lasts at least until this + lease
+  if (commit_is_due()) flush();
+}
+
+void Daemon::renewed(const std::vector<store::Held>& held, const store::BatchResult& result) {
+  std::unordered_set<core::JobId> still(result.renewed.begin(), result.renewed.end());
+  for (const auto& h : held) {
+    if (!still.count(h.id)) lose(h.id);
+  }
+  move_publish_fence(renew_started_);
+  if (result.released > 0) {
+    spdlog::info("store: {} job(s) whose node stopped renewing its lease went back to the queue", result.released);
   }
 }
 

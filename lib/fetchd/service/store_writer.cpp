@@ -79,7 +79,9 @@ void StoreWriter::run() {
       // must not hold back every other one.
       for (auto& u : batch.updates) {
         try {
-          store_->commit(store::Batch{{}, {u}});
+          store::Batch one;
+          one.updates.push_back(u);
+          store_->commit(one);
         } catch (const std::exception& one) {
           if (result.kept.empty()) spdlog::error("store: job {} update failed: {}", u.id, one.what());
           result.kept.push_back(u);

@@ -95,23 +95,30 @@ struct SubmitOutcome {
   State state = State::kQueued;  // of that job
 };
 
+// A claimed job's lease, to renew.
+struct Held {
+  core::JobId id = 0;
+  std::uint64_t lease = 0;
+};
+
 // commit() applies the updates first, then the submits in order (each sees the ones before it): a job that
-// finishes in this batch frees its dest for a submit of the same batch.
+// finishes in this batch frees its dest for a submit of the same batch. A shared store then renews, hands back
+// expired leases and claims, in the same transaction: a node's outcomes, renewals and next jobs cost one commit
+// (one fsync), made off its control loop (docs/fleet.md).
 struct Batch {
   std::vector<NewJob> submits;
   std::vector<Update> updates;
-  bool empty() const { return submits.empty() && updates.empty(); }
+  std::optional<std::vector<Held>> renew;  // shared stores: renew these, then release_expired()
+  std::size_t claim = 0;                   // shared stores: claim(claim) last
+  bool empty() const { return submits.empty() && updates.empty() && !renew && claim == 0; }
 };
 
 struct BatchResult {
   std::vector<SubmitOutcome> submits;  // one per Batch::submits, same order
   std::vector<core::JobId> fenced;     // updates not applied: their lease was lost (shared stores)
-};
-
-// A claimed job's lease still held after renew().
-struct Held {
-  core::JobId id = 0;
-  std::uint64_t lease = 0;
+  std::vector<core::JobId> renewed;    // Batch::renew: the leases still held (as renew())
+  std::uint64_t released = 0;          // Batch::renew: expired leases handed back (as release_expired())
+  std::vector<Job> claimed;            // Batch::claim: as claim()
 };
 
 // What another node asked of this one (shared stores), through the store's notification channel.

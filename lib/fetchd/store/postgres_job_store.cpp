@@ -229,10 +229,16 @@ class PostgresJobStore final : public JobStore {
       names.push_back("submit");
     }
     bool notify_jobs = !batch.submits.empty();
-    std::string cancels;
-    for (const Update& u : batch.updates) {
-      if (u.lease == 0 && u.state == State::kCancelled)
-        cancels += fmt::format("{}{}", cancels.empty() ? "" : ",", u.id);
+    // Then, in the same transaction: renewals, the expired leases handed back, the claim.
+    if (batch.renew) {
+      statements.push_back(renew_params(*batch.renew));
+      names.push_back("renew");
+      statements.push_back(release_params());
+      names.push_back("release_expired");
+    }
+    if (batch.claim > 0) {
+      statements.push_back(claim_params(batch.claim));
+      names.push_back("claim");
     }
     std::vector<Result> results = pipeline(names, statements, [&](std::vector<std::string>& extra) {
       if (notify_jobs) extra.push_back(fmt::format("SELECT pg_notify('{}', '')", pg_schema::kNoticeJobs));
@@ -257,6 +263,11 @@ class PostgresJobStore final : public JobStore {
       }
       result.submits.push_back(outcome_of(r));
     }
+    if (batch.renew) {
+      result.renewed = ids_of(results[i++].get());
+      result.released = affected(results[i++].get());
+    }
+    if (batch.claim > 0) result.claimed = claimed_jobs(results[i++].get());
     return result;
   }
 
@@ -267,35 +278,20 @@ class PostgresJobStore final : public JobStore {
   std::vector<Job> claim(std::size_t limit) override {
     if (limit == 0) return {};
     ensure_connected();
-    Params p;
-    p.add(options_.node).add(bound(limit)).add(static_cast<std::int64_t>(options_.lease.count()));
-    auto r = run("claim", p);
-    auto jobs = read_jobs(r.get());
-    std::sort(jobs.begin(), jobs.end(), [](const Job& a, const Job& b) {
-      return a.priority != b.priority ? a.priority > b.priority : a.id < b.id;
-    });
-    return jobs;
+    auto p = claim_params(limit);
+    return claimed_jobs(run("claim", p).get());
   }
 
   std::vector<core::JobId> renew(const std::vector<Held>& held) override {
-    std::vector<core::JobId> kept;
-    if (held.empty()) return kept;
+    if (held.empty()) return {};
     ensure_connected();
-    std::string tokens = "{";
-    for (const auto& h : held) tokens += fmt::format("{}{}", tokens.size() > 1 ? "," : "", h.lease);
-    tokens += "}";
-    Params p;
-    p.add(tokens).add(static_cast<std::int64_t>(options_.lease.count())).add(options_.node);
-    auto r = run("renew", p);
-    for (int row = 0; row < PQntuples(r.get()); ++row)
-      kept.push_back(std::stoull(PQgetvalue(r.get(), row, 0)));
-    return kept;
+    auto p = renew_params(held);
+    return ids_of(run("renew", p).get());
   }
 
   std::uint64_t release_expired() override {
     ensure_connected();
-    Params p;
-    p.add(now_ms());
+    auto p = release_params();
     return affected(run("release_expired", p).get());
   }
 
@@ -529,6 +525,38 @@ class PostgresJobStore final : public JobStore {
       throw StoreError(fmt::format("{}: {}: {}", name_, name, message(conn_.get())));
     }
     return r;
+  }
+
+  Params claim_params(std::size_t limit) const {
+    Params p;
+    p.add(options_.node).add(bound(limit)).add(static_cast<std::int64_t>(options_.lease.count()));
+    return p;
+  }
+  Params renew_params(const std::vector<Held>& held) const {
+    std::string tokens = "{";
+    for (const auto& h : held) tokens += fmt::format("{}{}", tokens.size() > 1 ? "," : "", h.lease);
+    tokens += "}";
+    Params p;
+    p.add(tokens).add(static_cast<std::int64_t>(options_.lease.count())).add(options_.node);
+    return p;
+  }
+  static Params release_params() {
+    Params p;
+    p.add(now_ms());
+    return p;
+  }
+  // In run order (RETURNING has none).
+  std::vector<Job> claimed_jobs(PGresult* r) {
+    auto jobs = read_jobs(r);
+    std::sort(jobs.begin(), jobs.end(), [](const Job& a, const Job& b) {
+      return a.priority != b.priority ? a.priority > b.priority : a.id < b.id;
+    });
+    return jobs;
+  }
+  static std::vector<core::JobId> ids_of(PGresult* r) {
+    std::vector<core::JobId> ids;
+    for (int row = 0; row < PQntuples(r); ++row) ids.push_back(std::stoull(PQgetvalue(r, row, 0)));
+    return ids;
   }
 
   static std::uint64_t affected(PGresult* r) {

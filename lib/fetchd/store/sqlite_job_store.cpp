@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <limits>
+#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -191,6 +192,7 @@ class SqliteJobStore final : public JobStore {
 
   BatchResult commit(const Batch& batch) override {
     check_thread_();
+    if (batch.renew || batch.claim > 0) throw std::logic_error("claims and leases on a store that is not shared");
     BatchResult result;
     if (batch.empty()) return result;
     result.submits.reserve(batch.submits.size());
