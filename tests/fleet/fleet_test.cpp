@@ -6,8 +6,13 @@
 
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <set>
@@ -125,6 +130,34 @@ class FleetTest : public ::testing::Test {
         return;
       }
     }
+  }
+
+  // Waits (inotify: a rename into the output folder) until at least `want` of the first `jobs` files exist;
+  // returns how many do.
+  std::size_t wait_published(std::size_t want, std::size_t jobs) {
+    const fs::path out = dir_.path() / "out";
+    core::UniqueFd fd(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    if (!fd || inotify_add_watch(fd.get(), out.c_str(), IN_MOVED_TO) < 0) {
+      ADD_FAILURE() << "inotify: " << std::strerror(errno);
+      return 0;
+    }
+    const auto count = [&] {
+      std::size_t n = 0;
+      for (std::size_t i = 0; i < jobs; ++i)
+        n += fs::exists(out / ("f" + std::to_string(i) + ".bin")) ? 1 : 0;
+      return n;
+    };
+    const auto deadline = deadline_in(kFailsafe);
+    std::size_t n = count();
+    while (n < want && Clock::now() < deadline) {
+      pollfd p{fd.get(), POLLIN, 0};
+      ::poll(&p, 1, 1000);
+      char buf[4096];
+      while (::read(fd.get(), buf, sizeof buf) > 0) {
+      }
+      n = count();
+    }
+    return n;
   }
 
   TempDir dir_;
@@ -280,6 +313,51 @@ TEST_F(FleetTest, ADatabaseLostWhileRunningLosesNothing) {
   for (const auto& [path, n] : counts) EXPECT_EQ(n, 1U) << path << ": downloaded again";
   a.process->signal(SIGTERM);
   EXPECT_EQ(a.process->wait_exit(kFailsafe), 0) << a.process->log();
+}
+
+// A database that stalls (here: a table lock held by another session) stalls the node's commits and claims on
+// the store writer's thread, never its control loop: running transfers finish and publish, and the socket
+// answers.
+TEST_F(FleetTest, AStalledDatabaseStallsNeitherTransfersNorTheSocket) {
+  constexpr std::size_t kJobs = 40;
+  auto& a = add_node("a", /*concurrency=*/8, /*lease=*/"30s");
+  ASSERT_TRUE(start(a));
+  LineClient ca(a.config.socket);
+  json jobs = json::array();
+  for (std::size_t i = 0; i < kJobs; ++i) jobs.push_back(job(i, "200ms"));
+  json r = ca.request(json{{"op", "submit"}, {"jobs", jobs}});
+  ASSERT_TRUE(r.value("ok", false)) << r.dump();
+  ASSERT_TRUE(origin_->wait_for([](const origin::OriginStats& s) { return s.requests_total >= 8; },
+                                std::chrono::milliseconds(60000)));
+
+  PGconn* lock = PQconnectdb(url_.c_str());
+  ASSERT_EQ(PQstatus(lock), CONNECTION_OK) << PQerrorMessage(lock);
+  PGresult* locked = PQexec(lock, "BEGIN; LOCK TABLE fetchd.jobs IN ACCESS EXCLUSIVE MODE");
+  ASSERT_EQ(PQresultStatus(locked), PGRES_COMMAND_OK) << PQerrorMessage(lock);
+  PQclear(locked);
+
+  // What the node had claimed (twice its concurrency) runs to the end, published, with the store stalled.
+  ASSERT_TRUE(origin_->wait_for(
+      [](const origin::OriginStats& s) { return s.requests_total >= 16 && s.requests_in_flight == 0; },
+      std::chrono::milliseconds(60000)));
+  const auto asked = Clock::now();
+  r = ca.request(json{{"op", "ping"}});
+  EXPECT_TRUE(r.value("ok", false)) << r.dump();
+  EXPECT_LT(Clock::now() - asked, std::chrono::seconds(2));
+  EXPECT_GE(wait_published(16, kJobs), 16U);
+
+  PGresult* done = PQexec(lock, "ROLLBACK");
+  PQclear(done);
+  PQfinish(lock);
+  Watcher wa = watch(a);
+  const auto deadline = deadline_in(kFailsafe);
+  for (;;) {
+    auto line = wa.read_line(deadline);
+    ASSERT_TRUE(line) << a.process->log();
+    json e = json::parse(*line);
+    if (e.value("event", "") == "stats" && e["stats"].value("done", std::size_t{0}) >= kJobs) break;
+  }
+  for (const auto& [id, row] : read_rows(url_)) EXPECT_EQ(row.state, "done") << "job " << id;
 }
 
 TEST_F(FleetTest, AnUnreachableDatabaseStopsTheStartNamingIt) {
