@@ -360,6 +360,41 @@ TEST_F(FleetTest, AStalledDatabaseStallsNeitherTransfersNorTheSocket) {
   for (const auto& [id, row] : read_rows(url_)) EXPECT_EQ(row.state, "done") << "job " << id;
 }
 
+// An origin that answers 429 with Retry-After to one node is paused on every node: the others hear it
+// (LISTEN/NOTIFY) and start nothing there until the pause is over.
+TEST_F(FleetTest, ARetryAfterPausesTheOriginOnEveryNode) {
+  auto& a = add_node("a", /*concurrency=*/2, /*lease=*/"30s");
+  auto& b = add_node("b", /*concurrency=*/2, /*lease=*/"30s");
+  ASSERT_TRUE(start(a));
+  ASSERT_TRUE(start(b));
+  LineClient ca(a.config.socket);
+  json limited{{"url", origin_->url("/status/429") + "?retry_after=3"}, {"dest", "limited"}};
+  json r = ca.request(json{{"op", "submit"}, {"jobs", json::array({limited})}});
+  ASSERT_TRUE(r.value("ok", false)) << r.dump();
+  // Whichever node got the 429 tells the other one.
+  const auto deadline = deadline_in(kFailsafe);
+  Node* told = nullptr;
+  while (!told && Clock::now() < deadline) {
+    for (auto* n : {&a, &b}) {
+      if (n->process->wait_log("pausing it here too", deadline_in(std::chrono::milliseconds(100)))) told = n;
+    }
+  }
+  ASSERT_NE(told, nullptr) << a.process->log() << b.process->log();
+  const auto paused_at = Clock::now();
+  // Only the node that was told runs now; a job for the same origin waits there until the pause is over.
+  Node* other = told == &a ? &b : &a;
+  other->process->signal(SIGSTOP);
+  const auto before = origin_->stats().requests_total;
+  LineClient ct(told->config.socket);
+  r = ct.request(json{{"op", "submit"}, {"jobs", json::array({job(1, "0ms")})}});
+  ASSERT_TRUE(r.value("ok", false)) << r.dump();
+  ASSERT_TRUE(origin_->wait_for([&](const origin::OriginStats& s) { return s.requests_total > before; },
+                                std::chrono::milliseconds(60000)));
+  EXPECT_GE(Clock::now() - paused_at, std::chrono::milliseconds(2000));
+  EXPECT_GE(requests_.count("/bytes/5096/f1.bin"), 1U);
+  other->process->signal(SIGCONT);
+}
+
 TEST_F(FleetTest, AnUnreachableDatabaseStopsTheStartNamingIt) {
   auto& a = add_node("a");
   a.config.state_extra = "  url: \"postgresql:///nodb?host=/nonexistent-dir\"\n  node: a\n";

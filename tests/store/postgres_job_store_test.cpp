@@ -194,6 +194,20 @@ TEST_F(PostgresStoreTest, SubmitsAndCancelsReachTheOtherNodesAsNotices) {
   EXPECT_EQ(store().get(id)->state, State::kCancelled);
 }
 
+TEST_F(PostgresStoreTest, AClientsCancelNeverUndoesADoneJob) {
+  const auto id = add(new_job("x"));
+  auto a = node("a");
+  const auto claim = a->claim(1).at(0);
+  auto done = update_of(id, State::kDone);
+  done.lease = claim.lease;
+  a->commit(updates({done}));
+  // Another node read the job as running a moment ago and cancels it for a client.
+  auto cancel = update_of(id, State::kCancelled, 0);
+  cancel.if_unfinished = true;
+  store().commit(updates({cancel}));
+  EXPECT_EQ(store().get(id)->state, State::kDone);
+}
+
 TEST_F(PostgresStoreTest, ABigBatchIsOneTransaction) {
   // More statements than one pipeline chunk, the failing one after the first chunks: nothing of it is stored.
   const auto holder = add(new_job("taken"));

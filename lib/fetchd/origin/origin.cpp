@@ -502,15 +502,18 @@ void Connection::linger_close() {
 void Connection::close() {
   if (closing_) return;
   closing_ = true;
+  auto& counters = server_->counters();
   if (in_flight_) {
     in_flight_ = false;
-    server_->counters().request_finished();
+    counters.request_finished();
   }
-  server_->counters().connection_closed();
   server_->unlink(this);
   server_ = nullptr;
   timer_.close();
   tcp_.close_then([this] { delete this; });
+  // Counted once the descriptor is closed (uv_close closes a stream's at once): a test that waits for no open
+  // connection may then check that every descriptor is back.
+  counters.connection_closed();
 }
 
 Server::Server(uv_loop_t* loop, OriginOptions options)

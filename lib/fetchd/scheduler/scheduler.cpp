@@ -243,8 +243,10 @@ void Scheduler::on_result(core::TransferResult result) {
   const core::RetryPolicy& policy = job.request.options.retry;
   if (r.retry_after && (r.http_status == 429 || r.http_status == 503)) {
     // The origin asked everyone to wait, not only this job.
-    pause_origin(job.origin, std::min(std::chrono::duration_cast<std::chrono::milliseconds>(*r.retry_after),
-                                      policy.retry_after_max));
+    const auto pause = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(*r.retry_after),
+                                policy.retry_after_max);
+    pause_origin(job.origin, pause);
+    if (options_.on_pause && pause.count() > 0) options_.on_pause(job.origin, pause);
   }
   release_host(job.origin);
   if (r.ok()) {

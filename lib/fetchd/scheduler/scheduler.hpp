@@ -58,6 +58,9 @@ class Scheduler {
     std::function<void(const JobRecord&)> on_finished;
     // Called whenever nothing is queued, waiting or running.
     std::function<void()> on_idle;
+    // Called when an origin answered 429/503 with Retry-After and is paused for that long (a fleet node tells
+    // the others; pause() is how they apply it).
+    std::function<void(const std::string& origin, std::chrono::milliseconds)> on_pause;
   };
 
   using StrategyFactory =
@@ -75,6 +78,9 @@ class Scheduler {
   // (results arrive as usual) and is released afterwards.
   void replace_strategy(const StrategyFactory& make_strategy);
   void set_per_host(int per_host);
+  // Starts no transfer to `origin` ("scheme://host:port") for that long, as if it had answered 429/503 with
+  // Retry-After itself (a pause another fleet node learned of). A longer pause in force stays.
+  void pause(const std::string& origin, std::chrono::milliseconds for_how_long) { pause_origin(origin, for_how_long); }
   // Cancels one job wherever it is; a running transfer is asked to stop and reports kCancelled.
   void cancel(core::JobId id);
   // Cancels everything (queued, waiting, running).

@@ -279,6 +279,8 @@ class Daemon {
   std::unordered_set<core::JobId> lost_;
   std::uint64_t last_renew_ms_ = 0;
   std::size_t claim_pending_ = 0;  // jobs asked for by the claim of the current or next commit
+  bool renew_pending_ = false;     // a renewal is in the current or next commit
+  store::Counts fleet_counts_;     // shared store: the counts of the latest commit that asked for them
   Clock::time_point renew_started_{};  // when the renewal of the current or next commit was asked for
 
   std::unordered_set<control::ConnectionId> watchers_;
@@ -321,6 +323,12 @@ int Daemon::run() {
   opts.on_started = [this](const scheduler::JobRecord& j) { on_started(j); };
   opts.on_retry = [this](const scheduler::JobRecord& j) { on_retry(j); };
   opts.on_finished = [this](const scheduler::JobRecord& j) { on_finished(j); };
+  if (shared_) {
+    // A rate limit is the origin's, not this node's: the whole fleet backs off.
+    opts.on_pause = [this](const std::string& origin, std::chrono::milliseconds pause) {
+      batch_.pauses.push_back({origin, pause});
+    };
+  }
   scheduler_ = std::make_unique<scheduler::Scheduler>(
       loop_.get(),
       [this](strategy::Strategy::ResultCallback cb) {
@@ -362,6 +370,7 @@ int Daemon::run() {
   grace_timer_.stop();
 
   auto counts = store_->counts();
+  fleet_counts_ = counts;
   spdlog::info(
       "serve: ready in {:.0f} ms; strategy={} concurrency={} output={} store={} queued={} "
       "(from the job list: {} new)",
@@ -484,12 +493,13 @@ void Daemon::record(core::JobId id, store::State state, int attempts, std::strin
   std::optional<std::string> attempt_error;
   if (failed_attempt) attempt_error = error;
   if (store::finished(state)) unsettled_.insert(id);
-  batch_.updates.push_back(
-      store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error), skipped, lease});
+  batch_.updates.push_back(store::Update{id, state, attempts, std::move(error), bytes, std::move(attempt_error),
+                                         skipped, lease, /*if_unfinished=*/unfenced});
 }
 
 store::Counts Daemon::counts_now() {
-  auto c = store_->counts();
+  // A fleet's counts come with the commits (a tick asks for them), so no request waits for the database.
+  auto c = shared_ ? fleet_counts_ : store_->counts();
   // Every unrecorded start is a job the store still has queued.
   const auto started = static_cast<std::uint64_t>(unrecorded_starts_.size());
   c.queued -= std::min(c.queued, started);
@@ -528,7 +538,7 @@ bool Daemon::commit_is_due() {
   // Claims and renewals go at once (a node waits for jobs, leases run out); outcomes alone wait for company.
   // After a failed commit (the store is unreachable) all but submits are tried again with backoff; submits
   // are not held back (they fail at once, and their clients are told "unavailable").
-  const bool urgent = batch_.claim > 0 || batch_.renew;
+  const bool urgent = batch_.claim > 0 || batch_.renew || !batch_.pauses.empty();
   const std::uint64_t wait = !last_commit_error_.empty() ? retry_backoff_ms_ : urgent ? 0 : kOutcomeCommitMs;
   const std::uint64_t since = uv_now(loop_.get()) - last_commit_ms_;
   if (since >= wait) return true;
@@ -577,6 +587,8 @@ void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pe
                        std::vector<std::string> events) {
   last_commit_error_ = result.committed ? "" : result.error;
   if (result.batch.claim > 0) claim_pending_ = 0;
+  if (result.batch.renew) renew_pending_ = false;
+  if (result.committed && result.committed->counts) fleet_counts_ = *result.committed->counts;
   retry_backoff_ms_ = result.committed ? 0 : std::clamp<std::uint64_t>(retry_backoff_ms_ * 2, 100, 5000);
   submits_in_flight_ = 0;
   for (const auto& u : result.batch.updates) {
@@ -1080,9 +1092,11 @@ void Daemon::tick() {
   }
   record_starts();  // a job that runs for a second is durably running, without the loop waiting for it
   flush();
-  if (shared_ && !shutting_down_) {
-    renew_leases();
-    store_has_more_ = true;  // what expired elsewhere, or a notice that got lost: the next check claims it
+  if (shared_) {
+    renew_leases();  // also while shutting down: what still runs keeps its leases (and may publish)
+    batch_.count = true;
+    if (!shutting_down_) store_has_more_ = true;  // what expired elsewhere, or a lost notice: the next claims it
+    if (commit_is_due()) flush();
   }
 }
 
@@ -1091,6 +1105,9 @@ void Daemon::renew_leases() {
   const std::uint64_t now = uv_now(loop_.get());
   const auto every = static_cast<std::uint64_t>(config_->state.lease.count() / 3);
   if (now - last_renew_ms_ < every - std::min<std::uint64_t>(every, kTickMs / 2)) return;
+  // One at a time: the fence moves from the start of the renewal that committed, not of a later one.
+  if (renew_pending_) return;
+  renew_pending_ = true;
   last_renew_ms_ = now;
   std::vector<store::Held> held;
   held.reserve(leases_.size());
@@ -1102,10 +1119,17 @@ void Daemon::renew_leases() {
 
 void Daemon::renewed(const std::vector<store::Held>& held, const store::BatchResult& result) {
   std::unordered_set<core::JobId> still(result.renewed.begin(), result.renewed.end());
+  bool lost = false;
   for (const auto& h : held) {
-    if (!still.count(h.id)) lose(h.id);
+    if (still.count(h.id)) continue;
+    // Finished since (its outcome ended the lease, in this commit or an earlier one), or held under a newer claim.
+    if (auto it = leases_.find(h.id); it == leases_.end() || it->second != h.lease) continue;
+    lose(h.id);
+    lost = true;
   }
-  move_publish_fence(renew_started_);
+  // Not after a loss: a threaded strategy stops the lost transfers a moment later, and one finishing meanwhile
+  // must not pass the fence. The current fence lasts until well after the next renewal.
+  if (!lost) move_publish_fence(renew_started_);
   if (result.released > 0) {
     spdlog::info("store: {} job(s) whose node stopped renewing its lease went back to the queue", result.released);
   }
@@ -1155,6 +1179,9 @@ void Daemon::on_notices() {
   for (const auto& n : notices) {
     if (n.kind == store::Notice::Kind::kJobsQueued) {
       store_has_more_ = true;
+    } else if (n.kind == store::Notice::Kind::kPause) {
+      spdlog::info("origin {}: another node was told to back off; pausing it here too", n.origin);
+      scheduler_->pause(n.origin, n.pause);
     } else if (scheduler_->contains(n.id)) {
       // Cancelled by a client of another node; the store has it cancelled already (our update is fenced).
       user_cancelled_.insert(n.id);

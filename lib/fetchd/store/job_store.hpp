@@ -84,6 +84,9 @@ struct Update {
   // was not re-claimed by another node, nor cancelled); otherwise the update is fenced (BatchResult::fenced).
   // A finished state ends the lease. 0: applied whatever the lease (a client's cancel).
   std::uint64_t lease = 0;
+  // Applied only while the job is unfinished: a client's cancel in a fleet, which must not undo the "done" that
+  // another node committed meanwhile (shared stores; a single-host store has no other writer).
+  bool if_unfinished = false;
 };
 
 struct SubmitOutcome {
@@ -93,6 +96,16 @@ struct SubmitOutcome {
   // writes to the same dest (two transfers must never share a .part).
   core::JobId id = 0;
   State state = State::kQueued;  // of that job
+};
+
+// An origin's 429/503 Retry-After, for the fleet.
+struct OriginPause {
+  std::string origin;
+  std::chrono::milliseconds pause{0};
+};
+
+struct Counts {
+  std::uint64_t queued = 0, running = 0, done = 0, failed = 0, cancelled = 0;
 };
 
 // A claimed job's lease, to renew.
@@ -110,7 +123,11 @@ struct Batch {
   std::vector<Update> updates;
   std::optional<std::vector<Held>> renew;  // shared stores: renew these, then release_expired()
   std::size_t claim = 0;                   // shared stores: claim(claim) last
-  bool empty() const { return submits.empty() && updates.empty() && !renew && claim == 0; }
+  std::vector<OriginPause> pauses;         // shared stores: told to the other nodes (Notice::kPause)
+  bool count = false;                      // BatchResult::counts: counts() after all of the above
+  bool empty() const {
+    return submits.empty() && updates.empty() && !renew && claim == 0 && pauses.empty() && !count;
+  }
 };
 
 struct BatchResult {
@@ -119,14 +136,19 @@ struct BatchResult {
   std::vector<core::JobId> renewed;    // Batch::renew: the leases still held (as renew())
   std::uint64_t released = 0;          // Batch::renew: expired leases handed back (as release_expired())
   std::vector<Job> claimed;            // Batch::claim: as claim()
+  std::optional<Counts> counts;        // Batch::count
 };
 
 // What another node asked of this one (shared stores), through the store's notification channel.
 struct Notice {
-  enum class Kind { kJobsQueued, kCancel };
+  enum class Kind { kJobsQueued, kCancel, kPause };
   Kind kind = Kind::kJobsQueued;
   core::JobId id = 0;  // kCancel
+  // kPause: another node was told by this origin ("scheme://host:port") to come back after `pause`.
+  std::string origin;
+  std::chrono::milliseconds pause{0};
 };
+
 
 // Keyset position in the run order (priority descending, then id ascending).
 struct Cursor {
@@ -134,9 +156,6 @@ struct Cursor {
   core::JobId id = 0;
 };
 
-struct Counts {
-  std::uint64_t queued = 0, running = 0, done = 0, failed = 0, cancelled = 0;
-};
 
 struct ListQuery {
   std::optional<State> state;  // all states when absent

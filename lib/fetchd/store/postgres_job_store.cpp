@@ -174,6 +174,7 @@ class PostgresJobStore final : public JobStore {
       take_node_lock();
       exec(listen_conn_.get(), fmt::format("LISTEN {}", pg_schema::kNoticeJobs));
       exec(listen_conn_.get(), fmt::format("LISTEN {}", pg_schema::kNoticeCancel));
+      exec(listen_conn_.get(), fmt::format("LISTEN {}", pg_schema::kNoticePause));
     }
   }
 
@@ -208,7 +209,8 @@ class PostgresJobStore final : public JobStore {
           .add(u.attempt_error ? std::optional<std::string>(utf8(*u.attempt_error)) : std::nullopt)
           .add(u.skipped ? "true" : "false")
           .add(bound(u.lease))
-          .add(options_.node);
+          .add(options_.node)
+          .add(u.if_unfinished ? "true" : "false");
       statements.push_back(std::move(p));
       names.push_back("update");
     }
@@ -240,6 +242,10 @@ class PostgresJobStore final : public JobStore {
       statements.push_back(claim_params(batch.claim));
       names.push_back("claim");
     }
+    if (batch.count) {
+      statements.emplace_back();
+      names.push_back("counts");
+    }
     std::vector<Result> results = pipeline(names, statements, [&](std::vector<std::string>& extra) {
       if (notify_jobs) extra.push_back(fmt::format("SELECT pg_notify('{}', '')", pg_schema::kNoticeJobs));
       // One notice per cancel: a payload holds at most 8000 bytes.
@@ -247,6 +253,12 @@ class PostgresJobStore final : public JobStore {
         if (u.lease == 0 && u.state == State::kCancelled) {
           extra.push_back(fmt::format("SELECT pg_notify('{}', '{}')", pg_schema::kNoticeCancel, u.id));
         }
+      }
+      for (const auto& p : batch.pauses) {
+        // The origin is "scheme://host:port" of a checked URL: no quote in it; the node name has none either.
+        if (p.origin.find('\'') != std::string::npos) continue;
+        extra.push_back(fmt::format("SELECT pg_notify('{}', '{} {} {}')", pg_schema::kNoticePause, options_.node,
+                                    p.pause.count(), p.origin));
       }
     });
     std::size_t i = 0;
@@ -268,6 +280,7 @@ class PostgresJobStore final : public JobStore {
       result.released = affected(results[i++].get());
     }
     if (batch.claim > 0) result.claimed = claimed_jobs(results[i++].get());
+    if (batch.count) result.counts = counts_of(results[i++].get());
     return result;
   }
 
@@ -323,11 +336,14 @@ class PostgresJobStore final : public JobStore {
   Counts counts() override {
     ensure_connected();
     Params p;
-    auto r = run("counts", p);
+    return counts_of(run("counts", p).get());
+  }
+
+  Counts counts_of(PGresult* r) const {
     Counts c;
-    for (int row = 0; row < PQntuples(r.get()); ++row) {
-      const auto n = std::stoull(PQgetvalue(r.get(), row, 1));
-      switch (parse_state(PQgetvalue(r.get(), row, 0), name_)) {
+    for (int row = 0; row < PQntuples(r); ++row) {
+      const auto n = std::stoull(PQgetvalue(r, row, 1));
+      switch (parse_state(PQgetvalue(r, row, 0), name_)) {
         case State::kQueued:
           c.queued = n;
           break;
@@ -377,9 +393,25 @@ class PostgresJobStore final : public JobStore {
       PGnotify* note = PQnotifies(listen_conn_.get());
       if (note == nullptr) break;
       if (std::strcmp(note->relname, pg_schema::kNoticeCancel) == 0) {
-        out.push_back({Notice::Kind::kCancel, std::strtoull(note->extra, nullptr, 10)});
+        Notice n;
+        n.kind = Notice::Kind::kCancel;
+        n.id = std::strtoull(note->extra, nullptr, 10);
+        out.push_back(std::move(n));
+      } else if (std::strcmp(note->relname, pg_schema::kNoticePause) == 0) {
+        // "<node> <ms> <origin>"; this node's own pauses come back too and are skipped.
+        std::string_view payload = note->extra;
+        const auto a = payload.find(' ');
+        const auto b = a == std::string_view::npos ? a : payload.find(' ', a + 1);
+        if (b != std::string_view::npos && payload.substr(0, a) != options_.node) {
+          Notice n;
+          n.kind = Notice::Kind::kPause;
+          const std::string ms(payload.substr(a + 1, b - a - 1));
+          n.pause = std::chrono::milliseconds(std::strtoll(ms.c_str(), nullptr, 10));
+          n.origin = std::string(payload.substr(b + 1));
+          out.push_back(std::move(n));
+        }
       } else {
-        out.push_back({Notice::Kind::kJobsQueued, 0});
+        out.push_back(Notice{});  // kJobsQueued
       }
       PQfreemem(note);
     }
@@ -411,6 +443,13 @@ class PostgresJobStore final : public JobStore {
       keys.push_back("connect_timeout");
       values.push_back("10");
     }
+    // A peer that vanished without a reset (a partition) is noticed in about 30 s, not after the kernel's
+    // hours-long TCP timeouts (no effect on a unix socket).
+    for (const auto& [k, v] : {std::pair{"keepalives_idle", "10"}, std::pair{"keepalives_interval", "5"},
+                               std::pair{"keepalives_count", "3"}, std::pair{"tcp_user_timeout", "30000"}}) {
+      keys.push_back(k);
+      values.push_back(v);
+    }
     if (!options_.url.empty()) {
       keys.push_back("dbname");
       values.push_back(options_.url.c_str());
@@ -429,7 +468,10 @@ class PostgresJobStore final : public JobStore {
   // The server restarted or the network dropped: one reconnect attempt per call (the daemon retries its
   // commits with backoff; a read fails with the error and the socket answers "unavailable").
   void ensure_connected() {
-    if (PQstatus(conn_.get()) == CONNECTION_OK) return;
+    if (PQstatus(conn_.get()) == CONNECTION_OK) {
+      if (!prepared_) prepare();
+      return;
+    }
     // One reconnect attempt a second at most: calls in between fail at once instead of each waiting for it.
     const auto now = std::chrono::steady_clock::now();
     if (now - last_reconnect_ < std::chrono::seconds(1)) {
@@ -440,6 +482,7 @@ class PostgresJobStore final : public JobStore {
     if (PQstatus(conn_.get()) != CONNECTION_OK) {
       throw StoreError(fmt::format("{}: connection lost, reconnect failed: {}", name_, message(conn_.get())));
     }
+    exec(conn_.get(), "SET lc_messages TO 'C'", /*tolerate=*/true);
     prepare();
   }
 
@@ -496,12 +539,14 @@ class PostgresJobStore final : public JobStore {
   }
 
   void prepare() {
+    prepared_ = false;
     for (const auto& s : kStatements) {
       Result r(PQprepare(conn_.get(), s.name, s.sql, 0, nullptr));
       if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
         throw StoreError(fmt::format("{}: preparing {}: {}", name_, s.name, message(conn_.get())));
       }
     }
+    prepared_ = true;
   }
 
   void take_node_lock() {
@@ -578,7 +623,13 @@ class PostgresJobStore final : public JobStore {
     std::string failure;
     const std::size_t total = names.size() + extra.size();
     std::size_t sent = 0;
-    const auto fail_connection = [&](const char* what) { failure = fmt::format("{}: {}", what, message(c)); };
+    // A statement that could not be sent (the server did not refuse it): the transaction must not be committed
+    // by a sync; dropping the connection rolls it back.
+    bool cut = false;
+    const auto fail_connection = [&](const char* what) {
+      failure = fmt::format("{}: {}", what, message(c));
+      cut = true;
+    };
     // Each chunk: send, ask the server to flush, read its results (the transaction stays open across chunks).
     while (sent < total && failure.empty()) {
       const std::size_t end = std::min(total, sent + kPipelineChunk);
@@ -624,7 +675,10 @@ class PostgresJobStore final : public JobStore {
       sent = end;
     }
     // Read up to the sync (skipping aborted statements' results) so the connection is idle again.
-    if (sent == total || PQstatus(c) == CONNECTION_OK) {
+    if (cut) {
+      PQreset(c);  // leaves pipeline mode too; prepare() again at the next call
+      prepared_ = false;
+    } else {
       if (sent < total) PQpipelineSync(c);
       for (int guard = 0; guard < 1000000; ++guard) {
         Result r(PQgetResult(c));
@@ -634,8 +688,12 @@ class PostgresJobStore final : public JobStore {
         }
         if (PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) break;
       }
+      if (PQexitPipelineMode(c) != 1) {
+        failure = fmt::format("leaving pipeline mode: {}", message(c));
+        PQreset(c);
+        prepared_ = false;
+      }
     }
-    PQexitPipelineMode(c);
     if (!failure.empty())
       throw StoreError(fmt::format("{}: commit failed, nothing of it stored: {}", name_, failure));
     return results;
@@ -733,6 +791,7 @@ class PostgresJobStore final : public JobStore {
   std::string name_;
   Conn conn_;
   std::chrono::steady_clock::time_point last_reconnect_{};
+  bool prepared_ = false;  // false after a reset: the statements are prepared again before the next use
   Conn listen_conn_;  // LISTEN only, so that its descriptor turns readable exactly when a notice came
 };
 

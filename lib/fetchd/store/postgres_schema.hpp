@@ -18,6 +18,7 @@ inline constexpr std::int32_t kNodeLockSpace = 0x464a4f43;
 
 inline constexpr const char* kNoticeJobs = "fetchd_jobs";      // payload "": jobs were queued
 inline constexpr const char* kNoticeCancel = "fetchd_cancel";  // payload: the cancelled job's id
+inline constexpr const char* kNoticePause = "fetchd_pause";    // payload: "<node> <ms> <origin>"
 
 // - key NULL when none; UNIQUE gives the key lookup its index. Text columns hold valid UTF-8 only (the store
 //   replaces invalid bytes in error lines); headers are bytes (obs-text is allowed): "name\0value\0..." in
@@ -99,8 +100,9 @@ SELECT 2, id, state FROM fetchd.jobs WHERE dest = $2 AND state IN ('queued', 'ru
 )sql";
 
 // $1 id, $2 state, $3 attempts, $4 error, $5 bytes, $6 now (ms), $7 finished (ms), $8 an attempt error to
-// append (NULL: none), $9 skipped, $10 lease token (0: unfenced), $11 this node.
+// append (NULL: none), $9 skipped, $10 lease token (0: unfenced), $11 this node, $12 only if unfinished.
 // A finished state ends the lease; queued and running keep it (a retry waits on the node that claimed it).
+// $12: only while unfinished (a client's cancel, so that it cannot undo another node's "done").
 inline constexpr const char* kUpdate = R"sql(
 UPDATE fetchd.jobs SET
   state = $2, attempts = $3, error = $4, bytes = $5, updated_ms = $6, finished_ms = $7,
@@ -112,6 +114,7 @@ UPDATE fetchd.jobs SET
   lease_token = CASE WHEN $2 IN ('queued', 'running') THEN lease_token END,
   lease_until = CASE WHEN $2 IN ('queued', 'running') THEN lease_until END
 WHERE id = $1 AND ($10::bigint = 0 OR lease_token = $10::bigint)
+  AND (NOT $12::boolean OR state IN ('queued', 'running'))
 RETURNING id
 )sql";
 

@@ -192,7 +192,9 @@ class SqliteJobStore final : public JobStore {
 
   BatchResult commit(const Batch& batch) override {
     check_thread_();
-    if (batch.renew || batch.claim > 0) throw std::logic_error("claims and leases on a store that is not shared");
+    if (batch.renew || batch.claim > 0 || !batch.pauses.empty() || batch.count) {
+      throw std::logic_error("claims, leases and notices on a store that is not shared");
+    }
     BatchResult result;
     if (batch.empty()) return result;
     result.submits.reserve(batch.submits.size());
