@@ -624,6 +624,11 @@ void Daemon::committed(StoreWriter::Result result, std::vector<PendingSubmit> pe
     for (auto id : result.committed->fenced) {
       // Another node holds the job now (this node's lease ran out), or a client cancelled it elsewhere.
       spdlog::warn("job {}: its lease was lost; this node's update of it was not stored", id);
+      // Unless this node claimed it again since, under a newer token: that claim is still good.
+      const auto update = std::find_if(result.batch.updates.begin(), result.batch.updates.end(),
+                                       [id](const store::Update& u) { return u.id == id; });
+      const auto held = leases_.find(id);
+      if (held != leases_.end() && update != result.batch.updates.end() && held->second != update->lease) continue;
       lose(id);
     }
     if (result.batch.renew) renewed(*result.batch.renew, *result.committed);
