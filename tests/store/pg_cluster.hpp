@@ -84,6 +84,7 @@ class PgCluster {
   PgCluster& operator=(const PgCluster&) = delete;
 
   const std::string& dir() const { return dir_; }
+  bool running() const { return started_; }
   std::string url(const std::string& db) const {
     return "postgresql:///" + db + "?host=" + dir_ + "&user=fetchd";
   }
