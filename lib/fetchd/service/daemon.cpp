@@ -997,15 +997,7 @@ void Daemon::handle_list(control::ConnectionId conn, const std::optional<json>& 
   auto jobs = store_->list(q);
   auto counts = counts_now();
   std::uint64_t total = counts.queued + counts.running + counts.done + counts.failed + counts.cancelled;
-  if (list.state) {
-    switch (*list.state) {
-      case store::State::kQueued: total = counts.queued; break;
-      case store::State::kRunning: total = counts.running; break;
-      case store::State::kDone: total = counts.done; break;
-      case store::State::kFailed: total = counts.failed; break;
-      case store::State::kCancelled: total = counts.cancelled; break;
-    }
-  }
+  if (list.state) total = counts.of(*list.state);
   json out = json::array();
   for (const auto& j : jobs) out.push_back(control::job_to_json(j));
   json next = jobs.size() == q.limit && !jobs.empty() ? json(jobs.back().id) : json(nullptr);

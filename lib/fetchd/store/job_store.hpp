@@ -106,6 +106,16 @@ struct OriginPause {
 
 struct Counts {
   std::uint64_t queued = 0, running = 0, done = 0, failed = 0, cancelled = 0;
+  std::uint64_t& of(State s) {
+    switch (s) {
+      case State::kQueued: return queued;
+      case State::kRunning: return running;
+      case State::kDone: return done;
+      case State::kFailed: return failed;
+      case State::kCancelled: break;
+    }
+    return cancelled;
+  }
 };
 
 // A claimed job's lease, to renew.

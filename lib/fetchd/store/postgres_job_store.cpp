@@ -343,23 +343,7 @@ class PostgresJobStore final : public JobStore {
     Counts c;
     for (int row = 0; row < PQntuples(r); ++row) {
       const auto n = std::stoull(PQgetvalue(r, row, 1));
-      switch (parse_state(PQgetvalue(r, row, 0), name_)) {
-        case State::kQueued:
-          c.queued = n;
-          break;
-        case State::kRunning:
-          c.running = n;
-          break;
-        case State::kDone:
-          c.done = n;
-          break;
-        case State::kFailed:
-          c.failed = n;
-          break;
-        case State::kCancelled:
-          c.cancelled = n;
-          break;
-      }
+      c.of(parse_state(PQgetvalue(r, row, 0), name_)) = n;
     }
     return c;
   }

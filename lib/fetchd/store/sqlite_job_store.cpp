@@ -268,23 +268,7 @@ class SqliteJobStore final : public JobStore {
     auto scope = counts_.use();
     while (counts_.step()) {
       const auto n = static_cast<std::uint64_t>(counts_.column_int64(1));
-      switch (parse_state(counts_.column_text(0), db_.name())) {
-        case State::kQueued:
-          c.queued = n;
-          break;
-        case State::kRunning:
-          c.running = n;
-          break;
-        case State::kDone:
-          c.done = n;
-          break;
-        case State::kFailed:
-          c.failed = n;
-          break;
-        case State::kCancelled:
-          c.cancelled = n;
-          break;
-      }
+      c.of(parse_state(counts_.column_text(0), db_.name())) = n;
     }
     return c;
   }
